@@ -1,0 +1,248 @@
+"""Command line: list / run / leaderboard / compare / validate / data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cxrbench.errors import CxrbenchError
+
+DEFAULT_WORKDIR = Path(".cxrbench-work")
+
+
+def _parse_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """``MODEL.KEY=VALUE`` pairs -> {model: {key: value}}; values parsed as JSON when they can be."""
+    options: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        if "=" not in pair or "." not in pair.split("=", 1)[0]:
+            raise CxrbenchError(f"--option must look like MODEL.KEY=VALUE, but got {pair!r}")
+        key, raw = pair.split("=", 1)
+        model, name = key.split(".", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options.setdefault(model, {})[name] = value
+    return options
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from cxrbench.protocol import TRACKS
+    from cxrbench.registry import get_registry
+
+    reg = get_registry()
+    payload = {
+        "models": [
+            {"name": e.model_id, "distribution": e.plugin.distribution, "version": e.plugin.version,
+             "plugin": e.plugin.name, "capabilities": list(e.capabilities), "description": e.cls.description}
+            for e in sorted(reg.models.values(), key=lambda e: e.model_id)
+        ],
+        "datasets": [{"name": n, "distribution": e.plugin.distribution} for n, e in sorted(reg.datasets.items())],
+        "feature_extractors": [{"name": n, "distribution": e.plugin.distribution}
+                               for n, e in sorted(reg.feature_extractors.items())],
+        "metrics": _metric_catalogue(),
+        "tracks": [{"name": t.name, "version": t.version, "hash": t.hash, "runs_on": t.runs_on,
+                    "description": t.description} for t in TRACKS.values()],
+        "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version}
+                    for p in reg.plugins.values()],
+        "errors": [{"plugin": e.plugin, "distribution": e.distribution, "error": e.error} for e in reg.errors],
+    }
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    from tabulate import tabulate
+
+    print("Models")
+    print(tabulate([[m["name"], m["distribution"], m["version"], ", ".join(m["capabilities"])]
+                    for m in payload["models"]], headers=["name", "distribution", "version", "capabilities"],
+                   tablefmt="github"))
+    print("\nDatasets:", ", ".join(d["name"] for d in payload["datasets"]) or "-")
+    print("Feature extractors:", ", ".join(d["name"] for d in payload["feature_extractors"]) or "-")
+    print("\nTracks")
+    print(tabulate([[t["name"], t["version"], t["hash"], t["runs_on"], t["description"]] for t in payload["tracks"]],
+                   headers=["name", "version", "hash", "runs on", "description"], tablefmt="github"))
+    print("\nMetrics")
+    print(tabulate([[m["name"], "higher" if m["higher_is_better"] else "lower", m["description"]]
+                    for m in payload["metrics"]], headers=["name", "better", "description"], tablefmt="github"))
+    for e in payload["errors"]:
+        print(f"\nplugin {e['plugin']} ({e['distribution']}) failed to load: {e['error']}", file=sys.stderr)
+    return 0
+
+
+def _metric_catalogue() -> list[dict[str, Any]]:
+    from cxrbench.metrics.fidelity import FIDELITY_METRICS
+    from cxrbench.metrics.localization import LOCALIZATION_METRICS
+
+    rows = [{"name": f"loc_<group>_{k}", "higher_is_better": v["higher_is_better"], "description": v["description"]}
+            for k, v in LOCALIZATION_METRICS.items()]
+    rows += [{"name": k, "higher_is_better": v["higher_is_better"], "description": v["description"]}
+             for k, v in FIDELITY_METRICS.items()]
+    return rows
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cxrbench.protocol import get_track
+    from cxrbench.runner import run_benchmark, summary_table
+
+    track = get_track(args.track)
+    seeds = args.seeds if args.seeds is not None else list(track.seeds)
+    outcomes = run_benchmark(args.models, track, seeds, Path(args.out), workdir=Path(args.workdir),
+                             options=_parse_options(args.option), show_progress=not args.quiet, device=args.device)
+    print(summary_table(outcomes))
+    for o in outcomes:
+        if o.error:
+            print(f"{o.model} seed {o.seed} failed at {o.error} (details: {args.workdir}/.../error.log)", file=sys.stderr)
+        print(f"result: {o.result_path}")
+    return 0 if all(o.status == "ok" for o in outcomes) else 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from cxrbench.results import load_result, validation_errors
+
+    bad = 0
+    for path in args.files:
+        try:
+            problems = validation_errors(load_result(Path(path)))
+        except CxrbenchError as exc:
+            problems = [str(exc)]
+        if problems:
+            bad += 1
+            print(f"{path}: INVALID\n  - " + "\n  - ".join(problems), file=sys.stderr)
+        else:
+            print(f"{path}: ok")
+    return 1 if bad else 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from cxrbench.leaderboard import check_leaderboard, render_leaderboard
+    from cxrbench.results import load_results_dir
+
+    records = load_results_dir(Path(args.results))
+    if args.check:
+        stale = check_leaderboard(records, Path(args.out))
+        if stale:
+            print("leaderboard is out of date; these files differ from what "
+                  f"`cxrbench leaderboard --results {args.results} --out {args.out}` writes: " + ", ".join(stale),
+                  file=sys.stderr)
+            return 1
+        print(f"leaderboard in {args.out} matches {len(records)} results")
+        return 0
+    for path in render_leaderboard(records, Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cxrbench.compare import compare_models, comparison_table
+    from cxrbench.protocol import get_track
+    from cxrbench.runner import run_benchmark
+
+    track = get_track(args.track)
+    seeds = args.seeds if args.seeds is not None else list(track.seeds)
+    if not args.no_run:
+        outcomes = run_benchmark([args.model_a, args.model_b], track, seeds, Path(args.results),
+                                 workdir=Path(args.workdir), show_progress=not args.quiet, device=args.device)
+        failed = [o for o in outcomes if o.status != "ok"]
+        for o in failed:
+            print(f"{o.model} seed {o.seed} failed: {o.error}", file=sys.stderr)
+        if failed:
+            return 1
+    rows = compare_models(Path(args.results), args.model_a, args.model_b, track.name, seeds)
+    if args.json:
+        from cxrbench.results import json_safe
+
+        print(json.dumps(json_safe(rows), indent=2))
+    else:
+        print(f"A = {args.model_a}, B = {args.model_b}, track {track.name}, seeds {seeds}")
+        print(comparison_table(rows, args.model_a, args.model_b))
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from cxrbench.data.show import contact_sheet
+    from cxrbench.registry import get_registry
+
+    factory = get_registry().dataset(args.dataset).factory
+    params = {"n_train": args.n, "n_test": 0, "image_size": args.image_size, "seed": args.seed}
+    samples = factory(**params).split("train")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.dataset}_contact_sheet.png"
+    contact_sheet(samples, path)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cxrbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="models, datasets, feature extractors, metrics and tracks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="fine-tune, generate, localize and evaluate models on a track")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("--track", default="smoke")
+    p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=None,
+                   help="seeds to run (default: the track's seeds)")
+    p.add_argument("--out", default="results", help="folder for result JSON and per-sample files")
+    p.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="stage artifacts for resuming")
+    p.add_argument("--option", action="append", default=[], metavar="MODEL.KEY=VALUE")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check result files against the schema and their track's hash")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("leaderboard", help="render README.md, index.html, leaderboard.csv and the trade-off plot")
+    p.add_argument("--results", default="leaderboard/results")
+    p.add_argument("--out", default="leaderboard")
+    p.add_argument("--check", action="store_true", help="fail when the committed files differ from a fresh render")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("compare", help="paired differences between two models on a track")
+    p.add_argument("model_a")
+    p.add_argument("model_b")
+    p.add_argument("--track", default="smoke")
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--results", default="leaderboard/results")
+    p.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
+    p.add_argument("--no-run", action="store_true", help="only compare existing results")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("data", help="look at a dataset")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("show", help="write a contact sheet PNG of images with boxes and reports")
+    q.add_argument("dataset")
+    q.add_argument("--out", default="docs/img")
+    q.add_argument("--n", type=int, default=24)
+    q.add_argument("--image-size", type=int, default=128)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_data_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CxrbenchError as exc:
+        print(f"cxrbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ncxrbench: interrupted; run the same command again to continue from the last finished stage",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Head-to-head comparison of two entries on one track: paired per-metric differences with intervals.
+
+Localization metrics are paired per (seed, test sample, finding) from the per-sample files and
+bootstrapped over those pairs. Set-level metrics (FID, KID, MS-SSIM, conditional accuracy) have one value
+per seed; their difference is averaged over seeds with a t-interval (seeds >= 2), or reported without an
+interval for a single seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrbench.errors import ResultError
+from cxrbench.results import load_result, result_stem, validate_result
+
+PAIRED_LOCALIZATION = (
+    "loc_word_auc_roc", "loc_word_pointing_game", "loc_word_cnr", "loc_word_miou_gmm",
+    "loc_eos_auc_roc", "loc_all_tokens_auc_roc",
+)
+SET_LEVEL = ("fid_domain", "kid_domain", "ms_ssim_within_prompt", "cond_auroc", "cond_top1")
+
+
+def _load_pair(results_dir: Path, model: str, track: str, seed: int) -> tuple[dict[str, Any], dict[tuple, dict]]:
+    path = results_dir / f"{result_stem(model, track, seed)}.json"
+    if not path.exists():
+        raise ResultError(f"{path}: no result for model {model!r}, track {track!r}, seed {seed}")
+    data = load_result(path)
+    validate_result(data, path)
+    if data["status"] != "ok":
+        raise ResultError(f"{path}: the run failed ({data['error']['message']}); nothing to compare")
+    samples: dict[tuple, dict] = {}
+    if data.get("per_sample_file"):
+        with open(results_dir / data["per_sample_file"], encoding="utf-8") as fh:
+            for line in fh:
+                rec = json.loads(line)
+                samples[(seed, rec["sample_id"], rec["label"], rec["phrase"])] = rec["metrics"]
+    return data, samples
+
+
+def _t_interval(diffs: list[float]) -> tuple[float, float | None, float | None]:
+    from scipy import stats
+
+    arr = np.asarray([d for d in diffs if d is not None and math.isfinite(d)], dtype=float)
+    if arr.size == 0:
+        return float("nan"), None, None
+    mean = float(arr.mean())
+    if arr.size < 2:
+        return mean, None, None
+    half = float(stats.t.ppf(0.975, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size))
+    return mean, mean - half, mean + half
+
+
+def compare_models(results_dir: Path, model_a: str, model_b: str, track: str, seeds: Sequence[int],
+                   n_boot: int = 1000) -> list[dict[str, Any]]:
+    """One row per metric: mean of A, mean of B, A - B with a 95% interval, direction, and which is better."""
+    from cxrbench.metrics.stats import paired_difference
+
+    results_dir = Path(results_dir)
+    a_runs = [_load_pair(results_dir, model_a, track, s) for s in seeds]
+    b_runs = [_load_pair(results_dir, model_b, track, s) for s in seeds]
+    rows: list[dict[str, Any]] = []
+    a_samples = {k: v for _, smp in a_runs for k, v in smp.items()}
+    b_samples = {k: v for _, smp in b_runs for k, v in smp.items()}
+    keys = sorted(set(a_samples) & set(b_samples))
+    for metric in PAIRED_LOCALIZATION:
+        a = np.array([_f(a_samples[k].get(metric)) for k in keys], dtype=float)
+        b = np.array([_f(b_samples[k].get(metric)) for k in keys], dtype=float)
+        if not keys or np.isnan(a).all() or np.isnan(b).all():
+            continue
+        higher = a_runs[0][0]["metrics"].get(metric, {}).get("higher_is_better", True)
+        diff = paired_difference(a, b, n_boot=n_boot, seed=0)
+        rows.append(_row(metric, float(np.nanmean(a)), float(np.nanmean(b)), diff["value"], diff["ci_low"],
+                         diff["ci_high"], int(diff["n"]), "pairs of (seed, sample, finding)", higher))
+    for metric in SET_LEVEL:
+        a_vals = [_f(r["metrics"].get(metric, {}).get("value")) for r, _ in a_runs]
+        b_vals = [_f(r["metrics"].get(metric, {}).get("value")) for r, _ in b_runs]
+        diffs = [x - y for x, y in zip(a_vals, b_vals)]
+        if all(math.isnan(d) for d in diffs):
+            continue
+        higher = a_runs[0][0]["metrics"].get(metric, {}).get("higher_is_better", True)
+        mean, low, high = _t_interval(diffs)
+        rows.append(_row(metric, float(np.nanmean(a_vals)), float(np.nanmean(b_vals)), mean, low, high,
+                         len(seeds), "seeds (t-interval)", higher))
+    return rows
+
+
+def _f(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _row(metric: str, a: float, b: float, diff: float, low: float | None, high: float | None, n: int,
+         unit: str, higher: bool) -> dict[str, Any]:
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        verdict = "undetermined (no interval)"
+    elif low > 0 or high < 0:
+        a_better = (diff > 0) == higher
+        verdict = "A better" if a_better else "B better"
+    else:
+        verdict = "no clear difference"
+    return {"metric": metric, "a": a, "b": b, "a_minus_b": diff, "ci_low": low, "ci_high": high, "n": n,
+            "paired_over": unit, "higher_is_better": higher, "verdict": verdict}
+
+
+def comparison_table(rows: list[dict[str, Any]], model_a: str, model_b: str) -> str:
+    from tabulate import tabulate
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+    body = [[r["metric"], fmt(r["a"]), fmt(r["b"]), fmt(r["a_minus_b"]),
+             f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]", r["n"], "higher" if r["higher_is_better"] else "lower",
+             r["verdict"]] for r in rows]
+    headers = ["metric", f"A: {model_a}", f"B: {model_b}", "A - B", "95% interval", "n", "better", "verdict"]
+    return tabulate(body, headers=headers, tablefmt="github")

@@ -1,0 +1,103 @@
+"""The metrics the leaderboard shows, their labels, directions and number formats.
+
+Everything that prints a number goes through :func:`format_number`, so the markdown table, the HTML page
+and the plot agree digit for digit and the output is byte-for-byte the same for the same records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cxrbench.results import HEADLINE_FIDELITY, HEADLINE_LOCALIZATION
+
+#: Shown wherever a value is missing: the model lacks the capability, the value is null, or it is unranked.
+MISSING = "-"
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """One metric shown on the leaderboard: result-record name, human label and how to print it."""
+
+    name: str
+    label: str
+    #: None for a diagnostic that has no better direction.
+    higher_is_better: bool | None
+    decimals: int
+
+    @property
+    def header(self) -> str:
+        """The label with an arrow for the better direction (none for a diagnostic)."""
+        if self.higher_is_better is None:
+            return self.label
+        arrow = "\u2191" if self.higher_is_better else "\u2193"
+        return f"{self.label} {arrow}"
+
+
+#: Headline metrics, in the order of the CSV columns (``<name>_mean``, ``<name>_ci_low``, ``<name>_ci_high``).
+HEADLINE_METRICS: tuple[MetricColumn, ...] = (
+    MetricColumn(HEADLINE_FIDELITY, "FID (domain)", False, 2),
+    MetricColumn("kid_domain", "KID (domain)", False, 4),
+    MetricColumn("ms_ssim_within_prompt", "MS-SSIM within prompt", False, 3),
+    MetricColumn("cond_auroc", "conditional AUROC", True, 3),
+    MetricColumn(HEADLINE_LOCALIZATION, "localization AUC-ROC (finding word)", True, 3),
+    MetricColumn("loc_word_pointing_game", "pointing game", True, 3),
+    MetricColumn("loc_word_cnr", "CNR", True, 3),
+    MetricColumn("loc_word_miou_gmm", "mIoU (GMM)", True, 3),
+    MetricColumn("loc_eos_auc_roc", "EOS-token AUC-ROC", None, 3),
+)
+HEADLINE_BY_NAME: dict[str, MetricColumn] = {column.name: column for column in HEADLINE_METRICS}
+
+#: The metrics of the rendered tables, in display order: the two axes (with intervals) first.
+TABLE_METRICS: tuple[str, ...] = (
+    HEADLINE_FIDELITY,
+    HEADLINE_LOCALIZATION,
+    "loc_word_pointing_game",
+    "loc_word_cnr",
+    "loc_word_miou_gmm",
+    "loc_eos_auc_roc",
+    "ms_ssim_within_prompt",
+    "cond_auroc",
+)
+#: Table metrics printed with their interval in the cell; the others carry it in the CSV and an HTML tooltip.
+METRICS_WITH_INTERVAL_IN_CELL: frozenset[str] = frozenset({HEADLINE_FIDELITY, HEADLINE_LOCALIZATION})
+
+JOINT_SCORE_DECIMALS = 3
+#: Significant digits of numbers in the CSV: enough for any use, few enough that the last bit of a
+#: floating-point sum on another machine does not change the file.
+CSV_SIGNIFICANT_DIGITS = 6
+
+
+def metric_decimals(name: str) -> int:
+    """Decimals a metric is printed with: its headline setting, else 2 for FID, 4 for KID, 3 otherwise."""
+    if name in HEADLINE_BY_NAME:
+        return HEADLINE_BY_NAME[name].decimals
+    if name.startswith("fid_"):
+        return 2
+    if name.startswith("kid_"):
+        return 4
+    return 3
+
+
+def format_number(value: float | None, decimals: int) -> str:
+    """Fixed-point text of ``value`` (``-`` for None); negative zero prints as zero."""
+    if value is None:
+        return MISSING
+    text = f"{value:.{decimals}f}"
+    if text.startswith("-") and float(text) == 0.0:
+        text = text[1:]
+    return text
+
+
+def format_interval(low: float | None, high: float | None, decimals: int) -> str:
+    """``[low, high]`` in the metric's format, or an empty string when either end is unknown."""
+    if low is None or high is None:
+        return ""
+    return f"[{format_number(low, decimals)}, {format_number(high, decimals)}]"
+
+
+def format_csv_number(value: float | None) -> str:
+    """A CSV cell: ``CSV_SIGNIFICANT_DIGITS`` significant digits, empty for None."""
+    if value is None:
+        return ""
+    text = f"{value:.{CSV_SIGNIFICANT_DIGITS}g}"
+    return "0" if float(text) == 0.0 else text

@@ -1,0 +1,46 @@
+"""The leaderboard as CSV (``leaderboard.csv``): one row per (track, model), in leaderboard order.
+
+Columns: ``track, model, distribution, version, n_seeds, pareto_rank, joint_score``, then for each metric of
+:data:`~cxrbench.leaderboard.columns.HEADLINE_METRICS` ``<metric>_mean, <metric>_ci_low, <metric>_ci_high``.
+Missing values are empty cells; numbers carry 6 significant digits.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from cxrbench.leaderboard.board import Leaderboard
+from cxrbench.leaderboard.columns import HEADLINE_METRICS, format_csv_number
+
+ENTRY_COLUMNS: tuple[str, ...] = (
+    "track", "model", "distribution", "version", "n_seeds", "pareto_rank", "joint_score"
+)
+CSV_COLUMNS: tuple[str, ...] = ENTRY_COLUMNS + tuple(
+    f"{column.name}_{part}" for column in HEADLINE_METRICS for part in ("mean", "ci_low", "ci_high")
+)
+
+
+def render_csv(board: Leaderboard) -> str:
+    """The whole ``leaderboard.csv`` text (header only when there are no entries)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for entry in board.entries:
+        row = [
+            entry.track,
+            entry.model,
+            entry.distribution,
+            entry.version,
+            str(entry.n_seeds),
+            "" if entry.pareto_rank is None else str(entry.pareto_rank),
+            format_csv_number(entry.joint_score),
+        ]
+        for column in HEADLINE_METRICS:
+            summary = entry.metrics.get(column.name)
+            if summary is None:
+                row += ["", "", ""]
+            else:
+                row += [format_csv_number(v) for v in (summary.mean, summary.ci_low, summary.ci_high)]
+        writer.writerow(row)
+    return buffer.getvalue()

@@ -1,0 +1,171 @@
+"""The trade-off plot: one panel per track, fidelity (FID) on x, localization (AUC-ROC) on y.
+
+The x axis is reversed so that better (lower FID) is to the right and better localization is up: the best
+corner is the top right. Error bars are the leaderboard intervals; the Pareto frontier (rank 1) is drawn as
+a step line; the dotted line is chance localization (AUC-ROC 0.5). Entries lacking either axis are not drawn.
+
+Rendering is byte-deterministic for one matplotlib version: Agg, Matplotlib's default style with fixed
+``svg.hashsalt``, text kept as text (``svg.fonttype = "none"``), no date or software metadata.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from cxrbench.leaderboard.board import Entry, Leaderboard, TrackBoard
+from cxrbench.results import HEADLINE_FIDELITY, HEADLINE_LOCALIZATION
+
+PLOT_RC: dict[str, object] = {
+    "svg.hashsalt": "cxrbench-leaderboard",
+    "svg.fonttype": "none",
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],
+    "font.size": 9.0,
+    "figure.dpi": 100.0,
+    "savefig.dpi": 100.0,
+    "path.simplify": False,
+}
+SVG_METADATA = {"Date": None, "Creator": None}
+PNG_METADATA = {"Software": None}
+PANEL_WIDTH_IN = 5.6
+PANEL_HEIGHT_IN = 4.6
+#: Fixed margins (inches) rather than a layout engine: cheaper, and the labels are known to fit.
+MARGIN_LEFT_IN, MARGIN_RIGHT_IN, MARGIN_BOTTOM_IN, MARGIN_TOP_IN, PANEL_GAP_IN = 0.75, 0.2, 0.6, 0.35, 0.85
+FRONTIER_COLOR = "#d62728"
+POINT_COLOR = "#1f77b4"
+DOMINATED_COLOR = "#7f7f7f"
+
+
+def render_tradeoff(board: Leaderboard) -> tuple[bytes, bytes]:
+    """The trade-off figure as (SVG bytes, PNG bytes)."""
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update(PLOT_RC)
+        figure = _figure(board)
+        svg, png = io.BytesIO(), io.BytesIO()
+        figure.savefig(svg, format="svg", metadata=SVG_METADATA)
+        figure.savefig(png, format="png", metadata=PNG_METADATA)
+    return svg.getvalue(), png.getvalue()
+
+
+def _figure(board: Leaderboard) -> Figure:
+    tracks = board.tracks or []
+    n_panels = max(1, len(tracks))
+    width = PANEL_WIDTH_IN * n_panels
+    figure = Figure(figsize=(width, PANEL_HEIGHT_IN))
+    FigureCanvasAgg(figure)
+    axes_width = (width - MARGIN_LEFT_IN - MARGIN_RIGHT_IN - PANEL_GAP_IN * (n_panels - 1)) / n_panels
+    figure.subplots_adjust(
+        left=MARGIN_LEFT_IN / width,
+        right=1.0 - MARGIN_RIGHT_IN / width,
+        bottom=MARGIN_BOTTOM_IN / PANEL_HEIGHT_IN,
+        top=1.0 - MARGIN_TOP_IN / PANEL_HEIGHT_IN,
+        wspace=PANEL_GAP_IN / axes_width,
+    )
+    if not tracks:
+        axes = figure.add_subplot()
+        axes.set_axis_off()
+        axes.text(0.5, 0.5, "No results yet", ha="center", va="center", fontsize=14, transform=axes.transAxes)
+        return figure
+    for index, track in enumerate(tracks):
+        _panel(figure.add_subplot(1, n_panels, index + 1), track)
+    return figure
+
+
+def _error(value: float, low: float | None, high: float | None) -> tuple[float, float]:
+    if low is None or high is None:
+        return 0.0, 0.0
+    return max(0.0, value - low), max(0.0, high - value)
+
+
+def _label_points(axes, entries: list[Entry]) -> None:
+    """Name each point; labels of points in the right third go to the left so they stay inside the panel."""
+    left, right = axes.get_xlim()
+    for entry in entries:
+        x, y = entry.value(HEADLINE_FIDELITY), entry.value(HEADLINE_LOCALIZATION)
+        fraction = (x - left) / (right - left) if right != left else 0.5
+        to_the_left = fraction > 0.66
+        axes.annotate(
+            entry.model,
+            (x, y),
+            xytext=(-6 if to_the_left else 6, 5),
+            textcoords="offset points",
+            ha="right" if to_the_left else "left",
+            fontsize=8,
+            parse_math=False,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
+            zorder=4,
+        )
+
+
+def _panel(axes, track: TrackBoard) -> None:
+    entries: list[Entry] = track.ranked_entries
+    axes.set_title(f"track: {track.name}", parse_math=False)
+    axes.set_xlabel("FID, domain evaluator (lower is better; axis reversed, better \u2192)")
+    axes.set_ylabel("AUC-ROC of the finding word's attention (higher is better \u2191)")
+    axes.axhline(0.5, color="black", linestyle=":", linewidth=1.0, label="chance (AUC-ROC 0.5)")
+    if not entries:
+        axes.text(0.5, 0.6, "no entry has both axes", ha="center", va="center", transform=axes.transAxes)
+        axes.set_xlim(1.0, 0.0)
+        axes.set_xticks([])
+    labelled: set[str] = set()
+    for entry in entries:
+        fid = entry.metrics[HEADLINE_FIDELITY]
+        auc = entry.metrics[HEADLINE_LOCALIZATION]
+        on_frontier = entry.pareto_rank == 1
+        kind = "entry on the frontier" if on_frontier else "dominated entry"
+        x_err, y_err = _error(fid.mean, fid.ci_low, fid.ci_high), _error(auc.mean, auc.ci_low, auc.ci_high)
+        axes.errorbar(
+            [fid.mean],
+            [auc.mean],
+            xerr=[[x_err[0]], [x_err[1]]],
+            yerr=[[y_err[0]], [y_err[1]]],
+            fmt="o",
+            color=POINT_COLOR if on_frontier else DOMINATED_COLOR,
+            markersize=6,
+            capsize=3,
+            elinewidth=1.0,
+            zorder=3,
+            label=None if kind in labelled else kind,
+        )
+        labelled.add(kind)
+    frontier = sorted(
+        (entry for entry in entries if entry.pareto_rank == 1),
+        key=lambda e: (e.value(HEADLINE_FIDELITY), e.value(HEADLINE_LOCALIZATION)),
+    )
+    if frontier:
+        axes.step(
+            [e.value(HEADLINE_FIDELITY) for e in frontier],
+            [e.value(HEADLINE_LOCALIZATION) for e in frontier],
+            where="post",
+            color=FRONTIER_COLOR,
+            linewidth=1.5,
+            alpha=0.8,
+            label="Pareto frontier",
+            zorder=2,
+        )
+    if entries:
+        if not axes.xaxis_inverted():
+            axes.invert_xaxis()
+        axes.margins(x=0.15, y=0.12)
+    bottom, top = axes.get_ylim()
+    axes.set_ylim(min(bottom, 0.45), max(top, 0.55))
+    _label_points(axes, entries)
+    axes.grid(True, linewidth=0.4, alpha=0.5)
+    unplotted = [entry.model for entry in track.unranked_entries]
+    if unplotted:
+        axes.text(
+            0.01,
+            0.01,
+            "not drawn (lacks an axis): " + ", ".join(unplotted),
+            transform=axes.transAxes,
+            fontsize=7,
+            color="0.35",
+            va="bottom",
+            parse_math=False,
+        )
+    axes.legend(loc="best", fontsize=7, frameon=False)

@@ -1,0 +1,91 @@
+"""Writing the leaderboard files and checking that committed ones are up to date.
+
+Files (all byte-deterministic for the same records and library versions; no timestamps):
+``README.md`` (markdown), ``index.html`` (self-contained page), ``leaderboard.csv``, ``tradeoff.svg`` and
+``tradeoff.png`` (the trade-off plot).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cxrbench.leaderboard.board import build_leaderboard
+from cxrbench.leaderboard.csv_table import render_csv
+from cxrbench.leaderboard.html_page import render_html
+from cxrbench.leaderboard.markdown import render_markdown
+from cxrbench.leaderboard.plot import render_tradeoff
+
+MARKDOWN_FILE = "README.md"
+HTML_FILE = "index.html"
+CSV_FILE = "leaderboard.csv"
+SVG_FILE = "tradeoff.svg"
+PNG_FILE = "tradeoff.png"
+#: Files rendered, in this order.
+OUTPUT_FILES: tuple[str, ...] = (MARKDOWN_FILE, HTML_FILE, CSV_FILE, SVG_FILE, PNG_FILE)
+#: Files :func:`check_leaderboard` compares byte for byte (the PNG is not: rasterization may differ
+#: between FreeType builds even with the same matplotlib).
+CHECKED_FILES: tuple[str, ...] = (MARKDOWN_FILE, HTML_FILE, CSV_FILE, SVG_FILE)
+
+
+def leaderboard_files(records: Iterable[dict[str, Any]]) -> dict[str, bytes]:
+    """The content of every output file, by file name, rendered from ``records``."""
+    board = build_leaderboard(records)
+    svg, png = render_tradeoff(board)
+    return {
+        MARKDOWN_FILE: render_markdown(board).encode("utf-8"),
+        HTML_FILE: render_html(board, svg.decode("utf-8")).encode("utf-8"),
+        CSV_FILE: render_csv(board).encode("utf-8"),
+        SVG_FILE: svg,
+        PNG_FILE: png,
+    }
+
+
+def render_leaderboard(records: Iterable[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Render the leaderboard of ``records`` into ``out_dir`` (created if needed); return the paths written.
+
+    Writes ``README.md``, ``index.html``, ``leaderboard.csv``, ``tradeoff.svg`` and ``tradeoff.png``, each
+    atomically. Empty ``records`` give pages that say there are no results yet.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in leaderboard_files(records).items():
+        path = out_dir / name
+        _atomic_write_bytes(path, content)
+        written.append(path)
+    return written
+
+
+def check_leaderboard(records: Iterable[dict[str, Any]], out_dir: Path) -> list[str]:
+    """Names among ``CHECKED_FILES`` whose content in ``out_dir`` differs from a fresh render, or is missing.
+
+    The leaderboard is regenerated into a temporary folder and compared byte for byte. ``tradeoff.png`` is
+    rendered but not compared, since rasterization may differ across FreeType builds. Empty list: up to date.
+    """
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="cxrbench-leaderboard-") as tmp:
+        render_leaderboard(records, Path(tmp))
+        stale = []
+        for name in CHECKED_FILES:
+            committed = out_dir / name
+            if not committed.is_file() or committed.read_bytes() != (Path(tmp) / name).read_bytes():
+                stale.append(name)
+    return stale
+
+
+def _atomic_write_bytes(path: Path, content: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

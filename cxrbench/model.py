@@ -1,0 +1,161 @@
+"""The model contract: what a plugin implements to be fine-tuned, sampled and asked where a finding is.
+
+A model never scores itself. The core hands it training samples and a budget (``fit``), prompts and
+seeds (``generate``), and real test images with their reports and the words to ground (``localize``);
+it returns arrays, and the core computes every metric.
+
+Minimal model::
+
+    class MyModel(cxrbench.Model):
+        model_id = "my-model"
+        capabilities = frozenset({"generate"})
+
+        def fit(self, train, budget, context): ...
+        def generate(self, prompts, seeds, image_size): ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from cxrbench.data.schema import Sample
+
+GENERATE = "generate"
+LOCALIZE = "localize"
+CAPABILITIES = frozenset({GENERATE, LOCALIZE})
+
+#: Token groups a localizing model may return maps for. ``word`` (the finding's query words) is
+#: required; the others are the token diagnostics that explain the fidelity/interpretability trade-off.
+TOKEN_GROUPS: tuple[str, ...] = ("word", "eos", "other_words", "all_tokens")
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """Compute every entry of a track gets: optimizer steps x batch size, learning rates, schedule."""
+
+    steps: int
+    batch_size: int
+    unet_learning_rate: float
+    text_encoder_learning_rate: float
+    weight_decay: float = 1e-2
+    caption_dropout: float = 0.1
+    warmup_steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How images are drawn: the named diffusers scheduler, its step count and guidance scale."""
+
+    name: str = "ddim"
+    steps: int = 25
+    guidance_scale: float = 1.0
+    eta: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """How attention is read: training-schedule timesteps the real image is noised to (seed: the last 40
+    of 50 DDIM steps), averaged together."""
+
+    timesteps: tuple[int, ...]
+    noise_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"timesteps": list(self.timesteps), "noise_seed": self.noise_seed}
+
+
+@dataclass
+class FitContext:
+    """What ``fit`` gets besides data and budget: the seed, a private work folder and a progress hook."""
+
+    seed: int
+    workdir: Path
+    image_size: int
+    progress: Callable[[int, dict[str, float]], None] = field(default=lambda step, logs: None)
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class LocalizationQuery:
+    """Ground one finding of one study: its report (the prompt), the phrase, the class and query words.
+
+    ``query_words``: a prompt word matches when one of these is a case-insensitive substring of it
+    (see ``cxrbench.data.schema.QUERY_WORDS``). When nothing matches, the model uses all prompt tokens
+    except start/end for the ``word`` map.
+    """
+
+    sample_id: str
+    report: str
+    phrase: str
+    label: str
+    query_words: tuple[str, ...]
+
+
+class ModelOptions(BaseModel):
+    """Base of every model's options: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Model:
+    """Base class of a benchmark entry. Subclass, set ``model_id`` and ``capabilities``, implement methods.
+
+    ``localize`` returns, for each query, a dict from token group (see ``TOKEN_GROUPS``) to a float
+    (H, W) heatmap at the input image's resolution; ``word`` is required, other groups optional.
+    ``generate`` returns float32 images (N, H, W) in [0, 1], one per (prompt, seed) pair; the same
+    (prompt, seed) must give the same image whatever the batch it is in.
+    ``save`` / ``load`` let an interrupted run resume without fitting again; models that do not
+    implement them are fitted again on resume.
+    """
+
+    model_id: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    Options: ClassVar[type[ModelOptions]] = ModelOptions
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: ModelOptions | dict[str, Any] | None = None) -> None:
+        if isinstance(options, ModelOptions):
+            self.options = options
+        else:
+            self.options = self.Options(**(options or {}))
+
+    def fit(self, train: Sequence[Sample], budget: TrainingBudget, context: FitContext) -> None:
+        """Fine-tune on the training split within the budget. Default: nothing to train."""
+
+    def generate(
+        self, prompts: Sequence[str], seeds: Sequence[int], image_size: int, sampler: SamplerConfig
+    ) -> np.ndarray:
+        raise NotImplementedError(f"model {self.model_id!r} does not implement generate")
+
+    def localize(
+        self,
+        images: np.ndarray,
+        queries: Sequence[LocalizationQuery],
+        extraction: ExtractionConfig,
+    ) -> list[dict[str, np.ndarray]]:
+        raise NotImplementedError(f"model {self.model_id!r} does not implement localize")
+
+    def save(self, directory: Path) -> bool:
+        """Write fitted state to ``directory``; return False when the model cannot be saved."""
+        return False
+
+    def load(self, directory: Path) -> bool:
+        """Restore fitted state written by ``save``; return False when there is nothing to restore."""
+        return False
+
+    def config(self) -> dict[str, Any]:
+        """The options as recorded in results."""
+        return self.options.model_dump(mode="json")

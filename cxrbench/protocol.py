@@ -1,0 +1,130 @@
+"""Tracks: the standardized protocol. Every entry of a track gets the same data, compute and seeds.
+
+A track fixes the dataset and its splits, image size, training budget, sampler, number of prompts and
+samples per prompt, extraction timesteps and the seeds. Its definition is versioned and hashed; every
+result carries the hash, and ``cxrbench validate`` rejects a result whose hash does not match.
+Per-sample seeds derive from (global seed, sample id), so results do not depend on batch size,
+process count or where a run was resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cxrbench.errors import ProtocolError
+from cxrbench.model import ExtractionConfig, SamplerConfig, TrainingBudget
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset and the parameters it is built with (sizes, resolution, seed)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Track:
+    name: str
+    version: str
+    description: str
+    dataset: DatasetSpec
+    image_size: int
+    budget: TrainingBudget
+    sampler: SamplerConfig
+    extraction: ExtractionConfig
+    prompts_for_generation: int
+    samples_per_prompt: int
+    seeds: tuple[int, ...]
+    runs_on: str = "cpu"
+    #: Where the data must be on disk for tracks on real datasets (None: embedded data).
+    data_root_env: str | None = None
+
+    def definition(self) -> dict[str, Any]:
+        """The JSON-ready definition the hash is taken over."""
+        d = asdict(self)
+        d["seeds"] = list(self.seeds)
+        d["extraction"] = self.extraction.to_dict()
+        return d
+
+    @property
+    def hash(self) -> str:
+        canonical = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def derive_seed(global_seed: int, *keys: object) -> int:
+    """A 31-bit seed from the global seed and keys (e.g. a sample id): stable on any machine."""
+    text = "|".join([str(global_seed), *map(str, keys)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _last_ddim_timesteps(total_train: int = 1000, ddim_steps: int = 50, keep: int = 40) -> tuple[int, ...]:
+    """The seed paper's extraction timesteps: the last ``keep`` of ``ddim_steps`` DDIM steps (781 ... 1)."""
+    stride = total_train // ddim_steps
+    all_steps = [i * stride + 1 for i in range(ddim_steps)]
+    return tuple(sorted(all_steps[:keep], reverse=True))
+
+
+TRACKS: dict[str, Track] = {
+    "smoke": Track(
+        name="smoke",
+        version="1",
+        description="Plugin compliance and the whole pipeline in seconds: tiny SynthCXR, a few dozen steps.",
+        dataset=DatasetSpec("synthcxr", {"n_train": 48, "n_test": 16, "image_size": 32, "seed": 0}),
+        image_size=32,
+        budget=TrainingBudget(steps=30, batch_size=16, unet_learning_rate=1e-3, text_encoder_learning_rate=3e-5),
+        sampler=SamplerConfig(name="ddim", steps=8, guidance_scale=1.0),
+        extraction=ExtractionConfig(timesteps=(701, 501, 301, 101)),
+        prompts_for_generation=8,
+        samples_per_prompt=2,
+        seeds=(0,),
+    ),
+    "default": Track(
+        name="default",
+        version="1",
+        description=(
+            "The main job on 2 CPU cores: SynthCXR 64 px, small UNet fine-tuned for a fixed step budget, "
+            "grounding with attention of 10 batched timesteps."
+        ),
+        dataset=DatasetSpec("synthcxr", {"n_train": 1200, "n_test": 120, "image_size": 64, "seed": 0}),
+        image_size=64,
+        budget=TrainingBudget(steps=500, batch_size=32, unet_learning_rate=1e-3, text_encoder_learning_rate=3e-5),
+        sampler=SamplerConfig(name="ddim", steps=25, guidance_scale=1.0),
+        extraction=ExtractionConfig(timesteps=tuple(range(820, 99, -80))),
+        prompts_for_generation=60,
+        samples_per_prompt=4,
+        seeds=(0, 1, 2),
+    ),
+    "paper": Track(
+        name="paper",
+        version="1",
+        description=(
+            "The seed paper's setting: MIMIC-CXR-JPG + MS-CXR at 512 px, Stable Diffusion 2 base from a local "
+            "diffusers folder, lr 5e-5, batch 256, 30k steps, last 40 of 50 DDIM steps for grounding."
+        ),
+        dataset=DatasetSpec("mimic-cxr+ms-cxr", {"image_size": 512}),
+        image_size=512,
+        budget=TrainingBudget(
+            steps=30_000, batch_size=256, unet_learning_rate=5e-5, text_encoder_learning_rate=5e-5,
+            caption_dropout=0.0,
+        ),
+        sampler=SamplerConfig(name="ddim", steps=75, guidance_scale=4.0),
+        extraction=ExtractionConfig(timesteps=_last_ddim_timesteps()),
+        prompts_for_generation=5000,
+        samples_per_prompt=4,
+        seeds=(0,),
+        runs_on="gpu",
+        data_root_env="CXRBENCH_MIMIC_ROOT",
+    ),
+}
+
+
+def get_track(name: str) -> Track:
+    try:
+        return TRACKS[name]
+    except KeyError:
+        raise ProtocolError(f"track must be one of {sorted(TRACKS)}, but got {name!r}") from None

@@ -1,0 +1,226 @@
+"""The plugin manager: built-ins and third-party plugins load the same way, lazily and once.
+
+Built-ins are a tuple of module paths registered like any entry point of the ``cxrbench`` group.
+``CXRBENCH_LOAD_PLUGINS`` (comma-separated entry-point or distribution names; empty = none) restricts which
+third-party plugins load; ``CXRBENCH_TRACE_PLUGINS=1`` prints every hook call. A plugin that fails to
+import is recorded by name with its error, and the others still load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from cxrbench import hookspecs
+from cxrbench.errors import PluginError
+from cxrbench.model import CAPABILITIES, Model
+
+DEFAULT_PLUGINS: tuple[str, ...] = ("cxrbench.builtins",)
+ENTRY_POINT_GROUP = "cxrbench"
+MODEL_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    model_id: str
+    cls: type[Model]
+    plugin: PluginInfo
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return tuple(sorted(self.cls.capabilities))
+
+
+@dataclass(frozen=True)
+class FactoryEntry:
+    name: str
+    factory: Callable[..., Any]
+    plugin: PluginInfo
+
+
+@dataclass(frozen=True)
+class LoadError:
+    plugin: str
+    distribution: str
+    error: str
+
+
+@dataclass
+class Registry:
+    plugin_manager: pluggy.PluginManager
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    datasets: dict[str, FactoryEntry] = field(default_factory=dict)
+    feature_extractors: dict[str, FactoryEntry] = field(default_factory=dict)
+    errors: list[LoadError] = field(default_factory=list)
+
+    def model(self, model_id: str) -> ModelEntry:
+        try:
+            return self.models[model_id]
+        except KeyError:
+            raise PluginError(
+                f"model must be one of {sorted(self.models)}, but got {model_id!r}"
+                + self._errors_hint()
+            ) from None
+
+    def dataset(self, name: str) -> FactoryEntry:
+        try:
+            return self.datasets[name]
+        except KeyError:
+            raise PluginError(f"dataset must be one of {sorted(self.datasets)}, but got {name!r}") from None
+
+    def _errors_hint(self) -> str:
+        if not self.errors:
+            return ""
+        return " (plugins that failed to load: " + ", ".join(e.plugin for e in self.errors) + ")"
+
+
+def _selected(names: tuple[str, ...]) -> bool:
+    wanted = os.environ.get("CXRBENCH_LOAD_PLUGINS")
+    if wanted is None:
+        return True
+    allowed = {n.strip() for n in wanted.split(",") if n.strip()}
+    return any(n in allowed for n in names)
+
+
+def _distribution_of(module_name: str) -> str:
+    top = module_name.split(".")[0]
+    dists = metadata.packages_distributions().get(top, [])
+    return dists[0] if dists else top
+
+
+def _own_info(module_name: str) -> PluginInfo:
+    try:
+        version = metadata.version("cxrbench")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return PluginInfo(module_name, "cxrbench", version)
+
+
+def build_registry(extra_plugins: tuple[tuple[str, object], ...] = ()) -> Registry:
+    """Create the plugin manager, load built-ins and entry points, and collect what they register.
+
+    ``extra_plugins``: (name, module-or-object) pairs registered after the entry points, as a test or an
+    embedding program does; they are attributed to the distribution that defines them.
+    """
+    pm = pluggy.PluginManager("cxrbench")
+    pm.add_hookspecs(hookspecs)
+    registry = Registry(pm)
+    for module_name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name)
+        registry.plugins[module_name] = _own_info(module_name)
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        if not _selected((ep.name, dist)) or ep.name in registry.plugins:
+            continue
+        try:
+            module = ep.load()
+            pm.register(module, name=ep.name)
+        except Exception as exc:  # a broken plugin must not take the others down
+            registry.errors.append(LoadError(ep.name, dist, f"{type(exc).__name__}: {exc}"))
+            continue
+        registry.plugins[ep.name] = PluginInfo(ep.name, dist, version)
+    for name, plugin in extra_plugins:
+        pm.register(plugin, name=name)
+        module = getattr(plugin, "__module__", None) or getattr(plugin, "__name__", "?")
+        registry.plugins[name] = PluginInfo(name, _distribution_of(module), "0+local")
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin!r} implements a hook that does not exist: {exc}") from None
+    if os.environ.get("CXRBENCH_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
+        pm.enable_tracing()
+    _collect(registry)
+    return registry
+
+
+def _call_each(registry: Registry, hook_name: str, make_register: Callable[[PluginInfo], Callable]) -> None:
+    hook = getattr(registry.plugin_manager.hook, hook_name)
+    for impl in reversed(hook.get_hookimpls()):
+        info = registry.plugins.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "?", "?")
+        try:
+            impl.function(register=make_register(info))
+        except PluginError as exc:
+            registry.errors.append(LoadError(info.name, info.distribution, str(exc)))
+        except Exception as exc:
+            registry.errors.append(LoadError(info.name, info.distribution, f"{hook_name}: {type(exc).__name__}: {exc}"))
+
+
+def _collect(registry: Registry) -> None:
+    def model_register(info: PluginInfo) -> Callable[[type], None]:
+        def register(cls: type) -> None:
+            _check_model_class(cls, info)
+            model_id = cls.model_id
+            if model_id in registry.models:
+                other = registry.models[model_id].plugin
+                raise PluginError(
+                    f"model id {model_id!r} from {info.distribution} is already registered by {other.distribution}"
+                )
+            registry.models[model_id] = ModelEntry(model_id, cls, info)
+
+        return register
+
+    def factory_register(table: dict[str, FactoryEntry], kind: str) -> Callable[[PluginInfo], Callable]:
+        def make(info: PluginInfo) -> Callable[[str, Callable[..., Any]], None]:
+            def register(name: str, factory: Callable[..., Any]) -> None:
+                if not isinstance(name, str) or not MODEL_ID_PATTERN.match(name):
+                    raise PluginError(f"{kind} name must match {MODEL_ID_PATTERN.pattern}, but got {name!r}")
+                if not callable(factory):
+                    raise PluginError(f"{kind} {name!r} from {info.distribution}: factory must be callable")
+                if name in table:
+                    raise PluginError(
+                        f"{kind} {name!r} from {info.distribution} is already registered by {table[name].plugin.distribution}"
+                    )
+                table[name] = FactoryEntry(name, factory, info)
+
+            return register
+
+        return make
+
+    _call_each(registry, "cxrbench_register_models", model_register)
+    _call_each(registry, "cxrbench_register_datasets", factory_register(registry.datasets, "dataset"))
+    _call_each(
+        registry, "cxrbench_register_feature_extractors",
+        factory_register(registry.feature_extractors, "feature extractor"),
+    )
+
+
+def _check_model_class(cls: Any, info: PluginInfo) -> None:
+    where = f"model class {getattr(cls, '__qualname__', cls)!r} from {info.distribution}"
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise PluginError(f"{where}: must be a subclass of cxrbench.Model")
+    if not isinstance(cls.model_id, str) or not MODEL_ID_PATTERN.match(cls.model_id):
+        raise PluginError(f"{where}: model_id must match {MODEL_ID_PATTERN.pattern}, but got {cls.model_id!r}")
+    unknown = set(cls.capabilities) - CAPABILITIES
+    if unknown or not cls.capabilities:
+        raise PluginError(
+            f"{where}: capabilities must be a non-empty subset of {sorted(CAPABILITIES)}, but got {sorted(cls.capabilities)}"
+        )
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry(refresh: bool = False) -> Registry:
+    """The process-wide registry, built on first use."""
+    global _REGISTRY
+    if _REGISTRY is None or refresh:
+        _REGISTRY = build_registry()
+    return _REGISTRY

@@ -1,0 +1,198 @@
+"""Result records: schema, provenance, atomic writing, loading and validation.
+
+One result JSON per (model, track, seed). Shape (schema version 1)::
+
+    {
+      "schema_version": 1,
+      "status": "ok" | "failed",
+      "error": null | {"stage": str, "type": str, "message": str},
+      "created": ISO-8601 UTC timestamp,
+      "track": {"name", "version", "hash"},
+      "plugin": {"model", "distribution", "version", "config": {...}, "capabilities": [...]},
+      "seed": int,
+      "dataset": {"name", "params", "fingerprint", "n_train", "n_test"},
+      "evaluators": {"domain": {"sha256", "resize_method"}, ...},
+      "environment": {"python", "platform", "torch", "diffusers", "transformers", "cxrbench", "device", "world_size"},
+      "timings": {"data_s", "fit_s", "generate_s", "localize_s", "metrics_s", "total_s"},
+      "metrics": {NAME: {"value": float|null, "ci_low": float|null, "ci_high": float|null, "n": int,
+                         "higher_is_better": bool, "note": str (optional)}},
+      "per_class": {NAME: {CLASS: {"value", "ci_low", "ci_high", "n"}}},
+      "per_sample_file": "<file name beside this one>.samples.jsonl" | null
+    }
+
+Metric names: ``loc_<group>_<metric>`` for localization (group in TOKEN_GROUPS, metric in the keys of
+``cxrbench.metrics.localization.LOCALIZATION_METRICS``), aggregated overall; ``<same>_macro`` for the macro
+average over classes; ``fid_<extractor>``, ``kid_<extractor>``, ``ms_ssim_within_prompt``, ``cond_auroc``,
+``cond_top1`` for fidelity. A metric a model cannot have (no capability, extractor unavailable) has value null
+and a note saying why. NaN never appears in JSON: it is written as null.
+
+The per-sample file is JSON lines, one line per (test sample, finding):
+``{"sample_id", "label", "phrase", "metrics": {NAME: float|null}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cxrbench.errors import ResultError
+
+SCHEMA_VERSION = 1
+#: The leaderboard's two axes.
+HEADLINE_FIDELITY = "fid_domain"
+HEADLINE_LOCALIZATION = "loc_word_auc_roc"
+
+REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int,
+    "status": str,
+    "created": str,
+    "track": dict,
+    "plugin": dict,
+    "seed": int,
+    "dataset": dict,
+    "evaluators": dict,
+    "environment": dict,
+    "timings": dict,
+    "metrics": dict,
+    "per_class": dict,
+}
+STATUSES = ("ok", "failed")
+METRIC_KEYS = ("value", "ci_low", "ci_high", "n", "higher_is_better")
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace NaN/inf floats by None and numpy scalars by Python ones, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a crash leaves either the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(json_safe(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def result_stem(model: str, track: str, seed: int) -> str:
+    return f"{model}__{track}__seed{seed}"
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    """Read a result file; a file that is not JSON raises ResultError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot read result file ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ResultError(f"{path}: a result must be a JSON object, but got {type(data).__name__}")
+    return data
+
+
+def validation_errors(data: dict[str, Any], tracks: dict[str, Any] | None = None) -> list[str]:
+    """Every problem with a result record, as messages; empty when it is valid.
+
+    ``tracks`` maps track names to ``cxrbench.protocol.Track``; the record's track hash must equal the
+    current definition's hash, so results of a changed protocol cannot be mixed with current ones.
+    """
+    if tracks is None:
+        from cxrbench.protocol import TRACKS
+
+        tracks = TRACKS
+    problems: list[str] = []
+    for key, typ in REQUIRED_KEYS.items():
+        if key not in data:
+            problems.append(f"missing key {key!r}")
+        elif not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
+            problems.append(f"key {key!r} must be {getattr(typ, '__name__', typ)}, but got {type(data[key]).__name__}")
+    if problems:
+        return problems
+    if data["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"schema_version must be {SCHEMA_VERSION}, but got {data['schema_version']!r}")
+    if data["status"] not in STATUSES:
+        problems.append(f"status must be one of {STATUSES}, but got {data['status']!r}")
+    if data["status"] == "failed" and not isinstance(data.get("error"), dict):
+        problems.append("a failed result must carry an 'error' object with stage, type and message")
+    track = data["track"]
+    name = track.get("name")
+    if name not in tracks:
+        problems.append(f"track name must be one of {sorted(tracks)}, but got {name!r}")
+    else:
+        expected = tracks[name]
+        if track.get("hash") != expected.hash:
+            problems.append(
+                f"track hash {track.get('hash')!r} does not match the current definition of track {name!r} "
+                f"(version {expected.version}, hash {expected.hash!r}): the result was produced under another protocol"
+            )
+        if str(track.get("version")) != str(expected.version):
+            problems.append(f"track version must be {expected.version!r}, but got {track.get('version')!r}")
+    for key in ("model", "distribution", "version", "capabilities"):
+        if key not in data["plugin"]:
+            problems.append(f"plugin is missing {key!r}")
+    for metric, entry in data["metrics"].items():
+        if not isinstance(entry, dict):
+            problems.append(f"metric {metric!r} must be an object, but got {type(entry).__name__}")
+            continue
+        missing = [k for k in METRIC_KEYS if k not in entry]
+        if missing:
+            problems.append(f"metric {metric!r} is missing {missing}")
+            continue
+        for k in ("value", "ci_low", "ci_high"):
+            v = entry[k]
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                problems.append(f"metric {metric!r} field {k!r} must be a number or null, but got {v!r}")
+        if not isinstance(entry["higher_is_better"], bool):
+            problems.append(f"metric {metric!r} field 'higher_is_better' must be true or false")
+    return problems
+
+
+def validate_result(data: dict[str, Any], source: str | Path = "<result>", tracks: dict[str, Any] | None = None) -> None:
+    """Raise ResultError naming ``source`` and every problem when the record is not valid."""
+    problems = validation_errors(data, tracks)
+    if problems:
+        raise ResultError(f"{source}: invalid result:\n  - " + "\n  - ".join(problems))
+
+
+def load_results_dir(directory: Path) -> list[dict[str, Any]]:
+    """Every ``*.json`` result under ``directory`` (sorted by name), validated; each gets ``_path``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ResultError(f"{directory}: results folder does not exist")
+    records = []
+    for path in sorted(directory.glob("*.json")):
+        data = load_result(path)
+        validate_result(data, path)
+        data["_path"] = str(path)
+        records.append(data)
+    return records

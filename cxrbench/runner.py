@@ -1,0 +1,388 @@
+"""The protocol runner: data -> fit -> generate -> localize -> metrics -> result, per (model, track, seed).
+
+Each stage leaves an artifact in the run's work folder, written atomically; running the same command again
+after an interruption continues from the last finished stage. A model that fails is recorded as a failed
+result with the stage and error, and the other runs go on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrbench.data.schema import NO_FINDING, QUERY_WORDS, Sample
+from cxrbench.environment import environment_record
+from cxrbench.errors import ResultError
+from cxrbench.model import GENERATE, LOCALIZE, FitContext, LocalizationQuery, Model
+from cxrbench.protocol import Track, derive_seed
+from cxrbench.registry import ModelEntry, Registry, get_registry
+from cxrbench.results import (
+    SCHEMA_VERSION,
+    atomic_write_json,
+    atomic_write_text,
+    json_safe,
+    load_result,
+    result_stem,
+    validation_errors,
+)
+from cxrbench.scoring import Scores, score_fidelity, score_localization
+
+GENERATION_CHUNK = 32
+LOCALIZATION_CHUNK = 16
+
+
+@dataclass
+class RunOutcome:
+    model: str
+    track: str
+    seed: int
+    status: str
+    result_path: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    reused: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrackData:
+    name: str
+    params: dict[str, Any]
+    fingerprint: str
+    train: list[Sample]
+    test: list[Sample]
+
+
+_DATA_CACHE: dict[str, TrackData] = {}
+
+
+def load_track_data(track: Track, registry: Registry) -> TrackData:
+    key = json.dumps([track.dataset.name, track.dataset.params], sort_keys=True)
+    if key not in _DATA_CACHE:
+        dataset = registry.dataset(track.dataset.name).factory(**track.dataset.params)
+        train, test = dataset.split("train"), dataset.split("test")
+        _DATA_CACHE[key] = TrackData(track.dataset.name, dict(track.dataset.params), dataset.fingerprint(), train, test)
+    return _DATA_CACHE[key]
+
+
+def generation_plan(track: Track, test: Sequence[Sample], seed: int) -> tuple[list[str], list[int], np.ndarray, list[tuple[str, ...]]]:
+    """Prompts (the first N test reports), per-image seeds, the prompt index of every image, prompted labels."""
+    chosen = list(test[: track.prompts_for_generation])
+    prompts, seeds, index = [], [], []
+    for p, sample in enumerate(chosen):
+        for k in range(track.samples_per_prompt):
+            prompts.append(sample.report)
+            seeds.append(derive_seed(seed, "generate", sample.id, k))
+            index.append(p)
+    return prompts, seeds, np.asarray(index, dtype=np.int64), [s.labels for s in chosen]
+
+
+def localization_queries(test: Sequence[Sample]) -> list[LocalizationQuery]:
+    """One query per (test sample, finding with boxes)."""
+    queries = []
+    for sample in test:
+        for finding in sample.findings:
+            if finding.label == NO_FINDING or not finding.boxes:
+                continue
+            queries.append(LocalizationQuery(sample.id, sample.report, finding.phrase, finding.label,
+                                             QUERY_WORDS[finding.label]))
+    return queries
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+class _Progress:
+    """tqdm bars when asked for, silence otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def bar(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.enabled, leave=False, dynamic_ncols=True)
+
+
+class RunStages:
+    """The stages of one (model, track, seed) run and their artifacts in ``workdir``."""
+
+    def __init__(self, entry: ModelEntry, options: dict[str, Any], track: Track, seed: int, data: TrackData,
+                 workdir: Path, progress: _Progress, device: str) -> None:
+        self.entry, self.options, self.track, self.seed, self.data = entry, options, track, seed, data
+        self.workdir, self.progress, self.device = workdir, progress, device
+        self.timings: dict[str, float] = {}
+        self.reused: list[str] = []
+        self._model: Model | None = None
+        self._fitted = False
+        self.stage = "init"
+        stamp = workdir / "stages.json"
+        self._stamp_path = stamp
+        self._stamp = json.loads(stamp.read_text()) if stamp.exists() else {}
+        if self._stamp.get("track_hash") != track.hash or self._stamp.get("options") != json_safe(options):
+            self._stamp = {"track_hash": track.hash, "options": json_safe(options), "done": {}}
+
+    @property
+    def caps(self) -> frozenset[str]:
+        return self.entry.cls.capabilities
+
+    def _done(self, stage: str, seconds: float) -> None:
+        self._stamp["done"][stage] = seconds
+        atomic_write_json(self._stamp_path, self._stamp)
+
+    def model(self) -> Model:
+        if self._model is None:
+            self.stage = "init"
+            self._model = self.entry.cls(self.options)
+        if not self._fitted:
+            self.stage = "fit"
+            fit_dir = self.workdir / "fit"
+            if "fit" in self._stamp["done"] and self._model.load(fit_dir):
+                self.timings["fit_s"] = self._stamp["done"]["fit"]
+                self.reused.append("fit")
+            else:
+                t0 = time.perf_counter()
+                bar = self.progress.bar(self.track.budget.steps, f"{self.entry.model_id} fit")
+
+                def on_step(step: int, logs: dict[str, float]) -> None:
+                    bar.update(1)
+                    if logs:
+                        bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+
+                context = FitContext(seed=self.seed, workdir=self.workdir / "fit-scratch",
+                                     image_size=self.track.image_size, progress=on_step, device=self.device)
+                context.workdir.mkdir(parents=True, exist_ok=True)
+                self._model.fit(self.data.train, self.track.budget, context)
+                bar.close()
+                self.timings["fit_s"] = time.perf_counter() - t0
+                if self._model.save(fit_dir):
+                    self._done("fit", self.timings["fit_s"])
+            self._fitted = True
+        return self._model
+
+    def generate(self) -> tuple[np.ndarray, np.ndarray, list[tuple[str, ...]]] | None:
+        if GENERATE not in self.caps:
+            return None
+        prompts, seeds, index, labels = generation_plan(self.track, self.data.test, self.seed)
+        path = self.workdir / "generated.npz"
+        if "generate" in self._stamp["done"] and path.exists():
+            self.timings["generate_s"] = self._stamp["done"]["generate"]
+            self.reused.append("generate")
+            return np.load(path)["images"], index, labels
+        model = self.model()
+        self.stage = "generate"
+        t0 = time.perf_counter()
+        bar = self.progress.bar(len(prompts), f"{self.entry.model_id} generate")
+        chunks = []
+        size = self.track.image_size
+        for start in range(0, len(prompts), GENERATION_CHUNK):
+            stop = start + GENERATION_CHUNK
+            images = np.asarray(model.generate(prompts[start:stop], seeds[start:stop], size, self.track.sampler),
+                                dtype=np.float32)
+            expected = (len(prompts[start:stop]), size, size)
+            if images.shape != expected:
+                raise _contract(f"generate returned shape {images.shape}, expected {expected}")
+            if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+                raise _contract("generate must return finite values in [0, 1]")
+            chunks.append(images)
+            bar.update(len(images))
+        bar.close()
+        images = np.concatenate(chunks)
+        self.timings["generate_s"] = time.perf_counter() - t0
+        _save_npz(path, images=images)
+        self._done("generate", self.timings["generate_s"])
+        return images, index, labels
+
+    def localize(self, queries: list[LocalizationQuery]) -> list[dict[str, np.ndarray]] | None:
+        if LOCALIZE not in self.caps or not queries:
+            return None
+        path = self.workdir / "maps.npz"
+        if "localize" in self._stamp["done"] and path.exists():
+            self.timings["localize_s"] = self._stamp["done"]["localize"]
+            self.reused.append("localize")
+            stored = np.load(path)
+            groups = sorted({k.split("/", 1)[0] for k in stored.files})
+            return [{g: stored[f"{g}/{i}"] for g in groups if f"{g}/{i}" in stored.files} for i in range(len(queries))]
+        model = self.model()
+        self.stage = "localize"
+        by_id = {s.id: s for s in self.data.test}
+        t0 = time.perf_counter()
+        bar = self.progress.bar(len(queries), f"{self.entry.model_id} localize")
+        maps: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(queries), LOCALIZATION_CHUNK):
+            chunk = queries[start:start + LOCALIZATION_CHUNK]
+            images = np.stack([by_id[q.sample_id].image for q in chunk])
+            out = model.localize(images, chunk, self.track.extraction)
+            if len(out) != len(chunk):
+                raise _contract(f"localize returned {len(out)} map sets for {len(chunk)} queries")
+            maps.extend({g: np.asarray(m, dtype=np.float32) for g, m in d.items()} for d in out)
+            bar.update(len(chunk))
+        bar.close()
+        self.timings["localize_s"] = time.perf_counter() - t0
+        _save_npz(path, **{f"{g}/{i}": m for i, d in enumerate(maps) for g, m in d.items()})
+        self._done("localize", self.timings["localize_s"])
+        return maps
+
+
+def _contract(message: str) -> Exception:
+    from cxrbench.errors import PluginError
+
+    return PluginError(f"model contract violated: {message}")
+
+
+def _skeleton(entry: ModelEntry, options: dict[str, Any], track: Track, seed: int, device: str) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "ok",
+        "error": None,
+        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "track": {"name": track.name, "version": track.version, "hash": track.hash},
+        "plugin": {
+            "model": entry.model_id,
+            "distribution": entry.plugin.distribution,
+            "version": entry.plugin.version,
+            "plugin": entry.plugin.name,
+            "config": {},
+            "capabilities": list(entry.capabilities),
+        },
+        "seed": seed,
+        "dataset": {"name": track.dataset.name, "params": dict(track.dataset.params)},
+        "evaluators": {},
+        "environment": environment_record(device),
+        "timings": {},
+        "metrics": {},
+        "per_class": {},
+        "per_sample_file": None,
+    }
+
+
+def finished_result(path: Path, track: Track) -> dict[str, Any] | None:
+    """The result at ``path`` if it is a valid, successful result of the current track definition."""
+    if not path.exists():
+        return None
+    try:
+        data = load_result(path)
+    except ResultError:
+        return None
+    if data.get("status") != "ok" or validation_errors(data, {track.name: track}):
+        return None
+    return data
+
+
+def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: Path, registry: Registry,
+            options: dict[str, Any] | None = None, show_progress: bool = True, device: str = "cpu") -> RunOutcome:
+    """Run one (model, track, seed) through every stage, reusing finished stages; never raises for model errors."""
+    options = dict(options or {})
+    stem = result_stem(entry.model_id, track.name, seed)
+    result_path = out_dir / f"{stem}.json"
+    done = finished_result(result_path, track)
+    if done is not None and done["plugin"].get("config_requested", {}) == json_safe(options):
+        return RunOutcome(entry.model_id, track.name, seed, "ok", result_path, done["metrics"], done["timings"],
+                          reused=["result"])
+    record = _skeleton(entry, options, track, seed, device)
+    record["plugin"]["config_requested"] = json_safe(options)
+    work = workdir / stem
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    stages: RunStages | None = None
+    stage = "data"
+    try:
+        t0 = time.perf_counter()
+        data = load_track_data(track, registry)
+        record["dataset"].update(fingerprint=data.fingerprint, n_train=len(data.train), n_test=len(data.test))
+        data_s = time.perf_counter() - t0
+        stages = RunStages(entry, options, track, seed, data, work, _Progress(show_progress), device)
+        stage = "generate"
+        generated = stages.generate()
+        stage = "localize"
+        queries = localization_queries(data.test)
+        maps = stages.localize(queries)
+        stage = "metrics"
+        t0 = time.perf_counter()
+        scores = Scores()
+        if maps is not None:
+            score_localization(scores, queries, maps, {s.id: s for s in data.test}, seed)
+        if generated is not None:
+            images, index, labels = generated
+            real = np.stack([s.image for s in data.test])
+            extractors = {name: e.factory for name, e in registry.feature_extractors.items()}
+            score_fidelity(scores, real, images, index, labels, extractors, seed)
+        record["timings"] = {"data_s": data_s, **stages.timings, "metrics_s": time.perf_counter() - t0}
+        record["metrics"], record["per_class"], record["evaluators"] = scores.metrics, scores.per_class, scores.evaluators
+        if stages._model is not None:
+            record["plugin"]["config"] = stages._model.config()
+        else:
+            record["plugin"]["config"] = entry.cls(options).config()
+        samples_path = out_dir / f"{stem}.samples.jsonl"
+        atomic_write_text(samples_path, "".join(json.dumps(json_safe(line), sort_keys=True) + "\n"
+                                                for line in scores.per_sample))
+        record["per_sample_file"] = samples_path.name
+    except Exception as exc:
+        if stages is not None and stage in ("generate", "localize"):
+            stage = stages.stage
+        record["status"] = "failed"
+        record["error"] = {"stage": stage, "type": type(exc).__name__, "message": str(exc)}
+        record["timings"] = dict(stages.timings) if stages is not None else {}
+        atomic_write_text(work / "error.log", traceback.format_exc())
+    record["timings"]["total_s"] = time.perf_counter() - started
+    atomic_write_json(result_path, record)
+    outcome = RunOutcome(entry.model_id, track.name, seed, record["status"], result_path, record["metrics"],
+                         record["timings"], reused=stages.reused if stages else [])
+    if record["error"]:
+        outcome.error = f"{record['error']['stage']}: {record['error']['type']}: {record['error']['message']}"
+    return outcome
+
+
+def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], out_dir: Path,
+                  workdir: Path | None = None, options: dict[str, dict[str, Any]] | None = None,
+                  registry: Registry | None = None, show_progress: bool = True, device: str = "cpu") -> list[RunOutcome]:
+    """Run every model on the track for every seed; unknown model ids fail before anything runs."""
+    registry = registry or get_registry()
+    entries = [registry.model(m) for m in model_ids]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(workdir) if workdir is not None else out_dir.parent / ".cxrbench-work"
+    outcomes = []
+    for seed in seeds:
+        for entry in entries:
+            outcomes.append(run_one(entry, track, seed, out_dir, workdir, registry,
+                                    (options or {}).get(entry.model_id), show_progress, device))
+    return outcomes
+
+
+SUMMARY_METRICS = (
+    ("fid_domain", "FID (domain)"),
+    ("ms_ssim_within_prompt", "MS-SSIM"),
+    ("cond_auroc", "cond. AUROC"),
+    ("loc_word_auc_roc", "word AUC"),
+    ("loc_word_pointing_game", "pointing"),
+    ("loc_eos_auc_roc", "EOS AUC"),
+)
+
+
+def summary_table(outcomes: Sequence[RunOutcome]) -> str:
+    """The table printed at the end of a run."""
+    from tabulate import tabulate
+
+    rows = []
+    for o in outcomes:
+        row = [o.model, o.track, o.seed, o.status]
+        for key, _ in SUMMARY_METRICS:
+            value = (o.metrics.get(key) or {}).get("value")
+            row.append("-" if value is None else f"{value:.3f}")
+        row.append(f"{o.timings.get('total_s', 0.0):.1f}")
+        row.append(",".join(o.reused) or "-")
+        rows.append(row)
+    headers = ["model", "track", "seed", "status", *(h for _, h in SUMMARY_METRICS), "time s", "reused"]
+    return tabulate(rows, headers=headers, tablefmt="github")

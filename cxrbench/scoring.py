@@ -1,0 +1,192 @@
+"""Turn a model's outputs into the metrics of a result: the core scores, never the plugin.
+
+Localization: every (test sample, finding) query, every token group the model returned, every metric of
+``cxrbench.metrics.localization``; aggregated overall, macro over classes and per class with bootstrap
+intervals. Fidelity: FID and KID on every available feature extractor (generated vs held-out real test
+images), MS-SSIM within each prompt's sample set, conditional accuracy of the domain evaluator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cxrbench.data.schema import Sample
+from cxrbench.errors import AssetUnavailable, PluginError
+from cxrbench.model import TOKEN_GROUPS, LocalizationQuery
+
+N_BOOTSTRAP = 1000
+
+
+@dataclass
+class Scores:
+    """Metrics, per-class tables and per-sample lines of one run, in the result schema's shape."""
+
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_class: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    per_sample: list[dict[str, Any]] = field(default_factory=list)
+    evaluators: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def put(self, name: str, stat: dict[str, Any], higher_is_better: bool, note: str | None = None) -> None:
+        entry = {
+            "value": _num(stat.get("value")),
+            "ci_low": _num(stat.get("ci_low")),
+            "ci_high": _num(stat.get("ci_high")),
+            "n": int(stat.get("n", 0) or 0),
+            "higher_is_better": bool(higher_is_better),
+        }
+        if note:
+            entry["note"] = note
+        self.metrics[name] = entry
+
+    def unavailable(self, name: str, higher_is_better: bool, note: str) -> None:
+        self.put(name, {"value": None, "n": 0}, higher_is_better, note)
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def score_localization(
+    scores: Scores,
+    queries: Sequence[LocalizationQuery],
+    maps: Sequence[dict[str, np.ndarray]],
+    samples_by_id: dict[str, Sample],
+    seed: int,
+) -> None:
+    """Score every query's maps against the union of its finding's boxes."""
+    from cxrbench.metrics.localization import LOCALIZATION_METRICS, localization_scores
+    from cxrbench.metrics.stats import aggregate_by_class
+
+    if len(maps) != len(queries):
+        raise PluginError(f"localize returned {len(maps)} map sets for {len(queries)} queries")
+    records: list[dict[str, Any]] = []
+    groups_seen: set[str] = set()
+    for query, group_maps in zip(queries, maps):
+        sample = samples_by_id[query.sample_id]
+        finding = next(f for f in sample.findings if f.label == query.label and f.phrase == query.phrase)
+        if "word" not in group_maps:
+            raise PluginError(f"localize must return a 'word' map for every query; sample {query.sample_id} has none")
+        line: dict[str, Any] = {"sample_id": query.sample_id, "label": query.label, "phrase": query.phrase}
+        metric_values: dict[str, float] = {}
+        for group, heatmap in sorted(group_maps.items()):
+            if group not in TOKEN_GROUPS:
+                raise PluginError(f"token group must be one of {TOKEN_GROUPS}, but got {group!r}")
+            heatmap = np.asarray(heatmap, dtype=np.float64)
+            if heatmap.shape != sample.image.shape:
+                raise PluginError(
+                    f"localize returned a {heatmap.shape} map for sample {query.sample_id}, "
+                    f"but its image is {sample.image.shape}"
+                )
+            groups_seen.add(group)
+            for metric, value in localization_scores(heatmap, list(finding.boxes), sample.image.shape).items():
+                metric_values[f"loc_{group}_{metric}"] = value
+        line["metrics"] = metric_values
+        scores.per_sample.append(line)
+        records.append({"label": query.label, **metric_values})
+
+    names = [f"loc_{g}_{m}" for g in TOKEN_GROUPS if g in groups_seen for m in LOCALIZATION_METRICS]
+    aggregates = aggregate_by_class(records, names, n_boot=N_BOOTSTRAP, seed=seed)
+    for name in names:
+        metric = _metric_of(name)
+        higher = LOCALIZATION_METRICS[metric]["higher_is_better"]
+        scores.put(name, aggregates[name]["overall"], higher)
+        scores.put(f"{name}_macro", aggregates[name]["macro"], higher)
+        scores.per_class[name] = aggregates[name]["per_class"]
+
+
+def _metric_of(name: str) -> str:
+    """``loc_<group>_<metric>`` -> ``<metric>`` (groups may contain underscores)."""
+    rest = name[len("loc_"):]
+    for group in sorted(TOKEN_GROUPS, key=len, reverse=True):
+        if rest.startswith(group + "_"):
+            return rest[len(group) + 1:]
+    raise ValueError(f"not a localization metric name: {name!r}")
+
+
+def score_fidelity(
+    scores: Scores,
+    real_images: np.ndarray,
+    generated: np.ndarray,
+    prompt_index: np.ndarray,
+    prompted_labels: Sequence[tuple[str, ...]],
+    feature_extractors: dict[str, Any],
+    seed: int,
+) -> None:
+    """FID/KID per feature extractor, MS-SSIM within prompt, conditional accuracy (domain evaluator).
+
+    ``prompt_index[i]`` is the prompt that generated image ``i``; ``prompted_labels[p]`` its finding labels.
+    ``feature_extractors`` maps a name to a zero-argument factory; one that raises AssetUnavailable is
+    reported as unavailable with its message.
+    """
+    from cxrbench.metrics.fidelity import (
+        FIDELITY_METRICS,
+        conditional_accuracy,
+        fid_from_features,
+        kid_from_features,
+        ms_ssim_within_prompt,
+    )
+
+    domain = None
+    for name, factory in sorted(feature_extractors.items()):
+        try:
+            extractor = factory()
+        except AssetUnavailable as exc:
+            scores.unavailable(f"fid_{name}", False, f"not available: {exc}")
+            scores.unavailable(f"kid_{name}", False, f"not available: {exc}")
+            continue
+        if name == "domain":
+            domain = extractor
+        scores.evaluators[name] = {
+            "sha256": getattr(extractor, "sha256", None),
+            "resize_method": getattr(extractor, "resize_method", None),
+            "feature_dim": getattr(extractor, "feature_dim", None),
+        }
+        real_features = extractor.features(real_images)
+        generated_features = extractor.features(generated)
+        fid = fid_from_features(real_features, generated_features)
+        scores.put(
+            f"fid_{name}", {"value": fid["value"], "n": fid["n_generated"]}, FIDELITY_METRICS["fid"]["higher_is_better"],
+            note=(f"{fid['n_real']} real vs {fid['n_generated']} generated, {fid['feature_dim']}-d features"
+                  + ("; covariance rank-deficient (fewer samples than feature dimensions)" if fid["rank_deficient"] else "")),
+        )
+        kid = kid_from_features(real_features, generated_features, seed=seed)
+        value = kid["value"]
+        spread = kid.get("std")
+        scores.put(
+            f"kid_{name}",
+            {"value": value, "ci_low": None if spread is None else value - 1.96 * spread,
+             "ci_high": None if spread is None else value + 1.96 * spread, "n": kid["subset_size"]},
+            FIDELITY_METRICS["kid"]["higher_is_better"],
+            note=f"{kid['n_subsets']} subsets of {kid['subset_size']}; interval: +-1.96 std over subsets",
+        )
+
+    sets = [generated[prompt_index == p] for p in range(len(prompted_labels))]
+    ms = ms_ssim_within_prompt(sets)
+    scores.put(
+        "ms_ssim_within_prompt", {**ms, "n": ms["n_prompts"]}, FIDELITY_METRICS["ms_ssim_within_prompt"]["higher_is_better"],
+        note=f"{ms['n_pairs']} pairs, {ms['scales']} scales; lower = more diverse",
+    )
+    if domain is None:
+        scores.unavailable("cond_auroc", True, "not available: domain evaluator missing")
+        scores.unavailable("cond_top1", True, "not available: domain evaluator missing")
+        return
+    probabilities = domain.predict_proba(generated)
+    labels_per_image = [prompted_labels[p] for p in prompt_index]
+    cond = conditional_accuracy(probabilities, labels_per_image)
+    scores.put("cond_auroc", {"value": cond["auroc_macro"], "n": len(labels_per_image)},
+               FIDELITY_METRICS["cond_auroc"]["higher_is_better"],
+               note="domain evaluator AUROC, prompted finding vs prompted normal, macro over findings")
+    scores.put("cond_top1", {"value": cond["top1"], "n": len(labels_per_image)},
+               FIDELITY_METRICS["cond_top1"]["higher_is_better"])
+    scores.per_class["cond_auroc"] = {
+        label: {"value": _num(v), "ci_low": None, "ci_high": None, "n": 0}
+        for label, v in cond["auroc_per_class"].items()
+    }

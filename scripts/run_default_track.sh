@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job: install, run both built-in encoder strategies on the default track (fine-tune, generate,
+# localize, evaluate) and regenerate the leaderboard. Interrupt and run again to continue where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+SEEDS=${SEEDS:-0}
+cxrbench run frozen-encoder learnable-encoder --track default --seeds $SEEDS --out leaderboard/results
+cxrbench leaderboard --results leaderboard/results --out leaderboard

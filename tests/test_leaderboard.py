@@ -1,0 +1,279 @@
+"""Leaderboard: Pareto ranking, seed aggregation, rendering (markdown, HTML, CSV, plot) and the CI check."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import pytest
+
+from cxrbench.errors import ResultError
+from cxrbench.leaderboard import (
+    build_leaderboard,
+    check_leaderboard,
+    joint_scores,
+    pareto_ranks,
+    render_leaderboard,
+    seed_interval,
+)
+from cxrbench.protocol import TRACKS
+from cxrbench.results import SCHEMA_VERSION, validation_errors
+
+# Student's t quantile t(0.975, df) from printed tables (not computed by the code under test).
+T_975 = {1: 12.706205, 2: 4.302653, 3: 3.182446}
+XSS_MODEL = "<script>alert(1)</script>"
+NASTY_MESSAGE = 'weights at "/models/a&b" and \'c\' <missing>'
+
+
+def metric(value, ci_low=None, ci_high=None, higher_is_better=True, note=None):
+    entry = {"value": value, "ci_low": ci_low, "ci_high": ci_high, "n": 16}
+    entry["higher_is_better"] = higher_is_better
+    if note is not None:
+        entry["note"] = note
+    return entry
+
+
+def make_record(model, seed=0, *, track="smoke", fid=None, auc=None, extra=None, status="ok", error=None,
+                distribution=None, config=None):
+    """A valid result record; ``fid``/``auc`` None leave that axis out (as a model lacking a capability)."""
+    definition = TRACKS[track]
+    metrics = {}
+    if fid is not None:
+        metrics["fid_domain"] = metric(fid, fid - 1.0, fid + 1.0, higher_is_better=False)
+    if auc is not None:
+        metrics["loc_word_auc_roc"] = metric(auc, auc - 0.02, auc + 0.01)
+    metrics.update(extra or {})
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "error": error,
+        "created": "2026-01-01T00:00:00Z",
+        "track": {"name": definition.name, "version": definition.version, "hash": definition.hash},
+        "plugin": {
+            "model": model,
+            "distribution": distribution or f"dist-{model}",
+            "version": "1.0",
+            "config": config or {},
+            "capabilities": ["generate", "localize"],
+        },
+        "seed": seed,
+        "dataset": {},
+        "evaluators": {},
+        "environment": {},
+        "timings": {},
+        "metrics": metrics if status == "ok" else {},
+        "per_class": {},
+        "per_sample_file": None,
+    }
+    assert validation_errors(record) == []
+    return record
+
+
+def failed_record(model, seed, stage, message, track="smoke"):
+    return make_record(model, seed, track=track, status="failed",
+                       error={"stage": stage, "type": "PluginError", "message": message})
+
+
+@pytest.fixture(scope="module")
+def records():
+    return [
+        make_record("alpha", fid=10.0, auc=0.90),
+        make_record("beta", fid=20.0, auc=0.95),
+        make_record("gamma", fid=25.0, auc=0.80),  # dominated by alpha
+        make_record("no-fid", auc=0.99, extra={"fid_domain": metric(None, None, None, False, note="no gen")}),
+        make_record("no-loc", fid=5.0),
+        make_record(XSS_MODEL, fid=30.0, auc=0.60, config={"path": "</script><b>x</b>"}),
+        failed_record("broken", 3, "fit", NASTY_MESSAGE),
+        make_record("multi", 0, track="default", fid=12.0, auc=0.80),
+        make_record("multi", 1, track="default", fid=14.0, auc=0.86),
+        make_record("multi", 2, track="default", fid=13.0, auc=0.83),
+    ]
+
+
+@pytest.fixture(scope="module")
+def rendered(records, tmp_path_factory):
+    out = tmp_path_factory.mktemp("leaderboard")
+    paths = render_leaderboard(records, out)
+    return out, paths
+
+
+def markdown_rows(text: str, track: str) -> dict[str, list[str]]:
+    """Cells of the leaderboard table of ``track`` in README.md, keyed by model cell."""
+    section = text.split(f"## Track `{track}`", 1)[1].split("\n## ", 1)[0]
+    table_lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = next(i for i, line in enumerate(table_lines) if line.strip("| ").startswith("rank"))
+    rows = {}
+    for line in table_lines[header + 2:]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 13:  # the next table (entries) has fewer columns
+            break
+        rows[cells[1]] = cells
+    return rows
+
+
+def test_pareto_ranks_peel_successive_frontiers():
+    fid = [10.0, 20.0, 25.0, 30.0, 10.0]
+    auc = [0.90, 0.95, 0.80, 0.70, 0.90]
+    # (25, .80) is dominated by (10, .90) only; (30, .70) by (25, .80) too; equal points do not dominate.
+    assert pareto_ranks(fid, auc) == [1, 1, 2, 3, 1]
+
+
+def test_joint_score_is_mean_of_min_max_normalized_axes():
+    scores = joint_scores([10.0, 20.0, 25.0], [0.90, 0.95, 0.80])
+    expected = [(1.0 + 0.10 / 0.15) / 2, (5 / 15 + 1.0) / 2, (0.0 + 0.0) / 2]
+    assert scores == pytest.approx(expected)
+    assert joint_scores([3.0, 3.0], [0.7, 0.7]) == [0.5, 0.5]
+
+
+def test_dominated_entry_gets_pareto_rank_two_and_frontier_rank_one(records):
+    board = build_leaderboard(records).track("smoke")
+    by_model = {entry.model: entry for entry in board.entries}
+    assert by_model["alpha"].pareto_rank == 1
+    assert by_model["beta"].pareto_rank == 1
+    assert by_model["gamma"].pareto_rank == 2
+    assert by_model[XSS_MODEL].pareto_rank == 3
+    # Within the frontier, the joint score breaks the tie: alpha 0.722 beats beta 0.6.
+    assert [entry.model for entry in board.ranked_entries] == ["alpha", "beta", "gamma", XSS_MODEL]
+    assert [entry.rank for entry in board.ranked_entries] == [1, 2, 3, 4]
+    assert by_model["alpha"].joint_score == pytest.approx((1.0 + 0.30 / 0.35) / 2)
+
+
+def test_entries_missing_an_axis_rank_last_and_show_dash(records, rendered):
+    board = build_leaderboard(records).track("smoke")
+    assert [entry.model for entry in board.entries[-2:]] == ["no-fid", "no-loc"]
+    for entry in board.entries[-2:]:
+        assert entry.rank is None and entry.pareto_rank is None and entry.joint_score is None
+    rows = markdown_rows((rendered[0] / "README.md").read_text(encoding="utf-8"), "smoke")
+    no_fid = rows["no-fid"]
+    assert no_fid[0] == "-" and no_fid[3] == "-"  # rank, FID
+    assert no_fid[4].startswith("0.990")  # the localization it has is still shown
+    assert rows["no-loc"][4] == "-" and rows["no-loc"][-2:] == ["-", "-"]  # AUC, pareto rank, joint score
+    assert rows["alpha"][0] == "1" and rows["gamma"][-2] == "2"
+
+
+def test_seed_aggregation_mean_and_t_interval_by_hand(records):
+    entry = build_leaderboard(records).track("default").entries[0]
+    assert entry.seeds == (0, 1, 2) and entry.n_seeds == 3
+    auc = entry.metrics["loc_word_auc_roc"]
+    # values 0.80, 0.86, 0.83: mean 0.83, sd 0.03, half width t(0.975, 2) * 0.03 / sqrt(3)
+    half = T_975[2] * 0.03 / math.sqrt(3)
+    assert auc.mean == pytest.approx(0.83, abs=1e-12)
+    assert auc.ci_low == pytest.approx(0.83 - half, abs=1e-5)
+    assert auc.ci_high == pytest.approx(0.83 + half, abs=1e-5)
+    assert auc.interval_kind == "t" and auc.n_values == 3
+    fid = entry.metrics["fid_domain"]
+    assert fid.mean == pytest.approx(13.0)
+    assert fid.ci_high - fid.mean == pytest.approx(T_975[2] * 1.0 / math.sqrt(3), abs=1e-5)
+    mean, low, high = seed_interval([1.0, 2.0])
+    assert (mean, high - mean) == pytest.approx((1.5, T_975[1] * math.sqrt(0.5) / math.sqrt(2)), abs=1e-5)
+
+
+def test_one_seed_keeps_its_bootstrap_interval(records):
+    alpha = build_leaderboard(records).track("smoke").entries[0]
+    auc = alpha.metrics["loc_word_auc_roc"]
+    assert (auc.mean, auc.ci_low, auc.ci_high) == (0.90, 0.90 - 0.02, 0.90 + 0.01)
+    assert auc.interval_kind == "bootstrap" and auc.n_values == 1
+
+
+def test_seed_with_null_value_is_left_out_of_the_mean():
+    records = [
+        make_record("m", 0, track="default", fid=10.0, auc=0.7),
+        make_record("m", 1, track="default", fid=12.0, auc=0.9),
+        make_record("m", 2, track="default", fid=11.0, extra={"loc_word_auc_roc": metric(None, note="nan")}),
+    ]
+    auc = build_leaderboard(records).track("default").entries[0].metrics["loc_word_auc_roc"]
+    assert auc.n_values == 2 and auc.mean == pytest.approx(0.8) and auc.note == "nan"
+    assert auc.ci_high - auc.mean == pytest.approx(T_975[1] * math.sqrt(0.02) / math.sqrt(2), abs=1e-5)
+
+
+def test_duplicate_seed_is_rejected():
+    with pytest.raises(ResultError, match="seed"):
+        build_leaderboard([make_record("m", 0, fid=1.0, auc=0.6), make_record("m", 0, fid=2.0, auc=0.7)])
+
+
+def test_tracks_in_protocol_order(records):
+    assert [board.name for board in build_leaderboard(records).tracks] == ["smoke", "default"]
+
+
+def test_plugin_strings_are_escaped_in_html(rendered):
+    page = (rendered[0] / "index.html").read_text(encoding="utf-8")
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in page  # a config value
+    assert "weights at &quot;/models/a&amp;b&quot; and &#x27;c&#x27; &lt;missing&gt;" in page
+    assert page.count("<script") == 1  # only the page's own sorting script
+    assert 'src="http' not in page and 'href="http' not in page and "<link" not in page
+    assert "<svg" in page  # the plot is inlined
+
+
+def test_plugin_strings_cannot_inject_markdown(rendered):
+    readme = (rendered[0] / "README.md").read_text(encoding="utf-8")
+    assert "<script>" not in readme and "&lt;script&gt;" in readme
+
+
+def test_failed_runs_are_listed(records, rendered):
+    failed = build_leaderboard(records).failed
+    assert [(run.model, run.seed, run.stage, run.message) for run in failed] == [
+        ("broken", 3, "fit", NASTY_MESSAGE)
+    ]
+    readme = (rendered[0] / "README.md").read_text(encoding="utf-8")
+    failed_section = readme.split("## Failed runs", 1)[1]
+    assert re.search(r"\| smoke\s+\| broken\s+\| 3\s+\| fit\s+\| PluginError: weights at", failed_section)
+    assert "broken" not in readme.split("## Failed runs", 1)[0]  # a failed run is not an entry
+
+
+def test_csv_columns_and_rows(rendered):
+    rows = list(csv.reader(io.StringIO((rendered[0] / "leaderboard.csv").read_text(encoding="utf-8"))))
+    headline = ["fid_domain", "kid_domain", "ms_ssim_within_prompt", "cond_auroc", "loc_word_auc_roc",
+                "loc_word_pointing_game", "loc_word_cnr", "loc_word_miou_gmm", "loc_eos_auc_roc"]
+    expected = ["track", "model", "distribution", "version", "n_seeds", "pareto_rank", "joint_score"]
+    expected += [f"{name}_{part}" for name in headline for part in ("mean", "ci_low", "ci_high")]
+    assert rows[0] == expected
+    assert len(rows) == 1 + 7  # six smoke entries and one default entry; the failed run is no row
+    by_model = {row[1]: dict(zip(expected, row)) for row in rows[1:]}
+    assert by_model["gamma"]["pareto_rank"] == "2" and by_model["gamma"]["fid_domain_mean"] == "25"
+    assert by_model["multi"]["n_seeds"] == "3" and by_model["multi"]["loc_word_auc_roc_mean"] == "0.83"
+    assert by_model["no-fid"]["fid_domain_mean"] == "" and by_model["no-fid"]["pareto_rank"] == ""
+
+
+def test_render_is_byte_deterministic(records, rendered, tmp_path):
+    first_dir, paths = rendered
+    assert sorted(p.name for p in paths) == sorted(
+        ["README.md", "index.html", "leaderboard.csv", "tradeoff.svg", "tradeoff.png"]
+    )
+    render_leaderboard(list(reversed(records)), tmp_path)
+    for path in paths:
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+    svg = (first_dir / "tradeoff.svg").read_text(encoding="utf-8")
+    assert "<dc:date>" not in svg and "2026" not in svg
+
+
+def test_check_leaderboard_reports_stale_files(records, tmp_path):
+    smoke = records[:3]
+    render_leaderboard(smoke, tmp_path)
+    assert check_leaderboard(smoke, tmp_path) == []
+    (tmp_path / "README.md").write_text("edited by hand\n", encoding="utf-8")
+    (tmp_path / "leaderboard.csv").unlink()
+    (tmp_path / "tradeoff.png").write_bytes(b"not compared")
+    assert check_leaderboard(smoke, tmp_path) == ["README.md", "leaderboard.csv"]
+
+
+def test_check_leaderboard_reports_every_file_when_the_records_change(rendered, records):
+    stale = check_leaderboard(records[:2], rendered[0])
+    assert stale == ["README.md", "index.html", "leaderboard.csv", "tradeoff.svg"]
+
+
+def test_empty_records_say_no_results_yet(tmp_path):
+    render_leaderboard([], tmp_path)
+    assert "No results yet" in (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "No results yet" in (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert (tmp_path / "leaderboard.csv").read_text(encoding="utf-8").count("\n") == 1
+    assert (tmp_path / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
+    assert check_leaderboard([], tmp_path) == []
+
+
+def test_track_with_only_failed_runs_renders(tmp_path):
+    render_leaderboard([failed_record("broken", 0, "generate", "out of memory")], tmp_path)
+    readme = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "No successful runs on this track." in readme and "out of memory" in readme
