@@ -162,12 +162,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_show(args: argparse.Namespace) -> int:
-    from cxrbench.data.show import contact_sheet
+    from cxrbench.data.show import contact_sheet, pick_per_label
     from cxrbench.registry import get_registry
 
     factory = get_registry().dataset(args.dataset).factory
-    params = {"n_train": args.n, "n_test": 0, "image_size": args.image_size, "seed": args.seed}
-    samples = factory(**params).split("train")
+    # Draw a pool and pick a few of every label, so the sheet shows each finding.
+    params = {"n_train": max(args.per_label * 40, 80), "n_test": 0, "image_size": args.image_size, "seed": args.seed}
+    samples = pick_per_label(factory(**params).split("train"), args.per_label)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.dataset}_contact_sheet.png"
@@ -223,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("show", help="write a contact sheet PNG of images with boxes and reports")
     q.add_argument("dataset")
-    q.add_argument("--out", default="docs/img")
-    q.add_argument("--n", type=int, default=24)
+    q.add_argument("--out", default="data-sheets")
+    q.add_argument("--per-label", type=int, default=2, help="studies of each label on the sheet")
     q.add_argument("--image-size", type=int, default=128)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_data_show)

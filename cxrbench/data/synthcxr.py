@@ -1,0 +1,1012 @@
+"""SynthCXR v1: procedurally rendered PA chest radiographs with radiology reports and exact boxes.
+
+The embedded, offline default dataset of the smoke and default tracks. Every study is a patient
+(thorax size and position, lung apices and costophrenic angles, diaphragm domes, heart size, ribs,
+clavicles, spine, trachea, soft tissue, exposure and quantum noise all vary) with zero, one or two
+findings drawn where its report says:
+
+==================  ================================================================================
+Cardiomegaly        enlarged cardiac silhouette, cardiothoracic ratio 0.54-0.66 (normal 0.38-0.48)
+Pleural Effusion    homogeneous basal opacity with a meniscus rising laterally, blunted costophrenic angle
+Pneumothorax        apical/lateral lucency without lung markings, thin bright visceral pleural line
+Consolidation       dense lobar opacity with a sharp fissural border and dark branching air bronchograms
+Pneumonia           ill-defined, patchy (mottled) airspace opacity in one lung zone
+Atelectasis         thin plate-like band, near horizontal, in a lower zone
+Edema               bilateral perihilar haze (butterfly), one box per side
+Lung Opacity        one rounded focal opacity
+==================  ================================================================================
+
+Conventions: images are PA views, so the patient's right is the image's left. Zones are fractions of
+each lung's height from apex to costophrenic angle (upper 0.10-0.36, middle 0.40-0.60, lower
+0.64-0.86). A finding's boxes are the bounding boxes, in output pixels, of where its drawing replaces
+more than ``_FOOTPRINT_WEIGHT`` of the local tissue, so they are tight to what was drawn; edema has one
+box per lung. ``SynthCXR.render(split, i, labels=())`` draws the same patient without its findings.
+
+Determinism: a study is a pure function of ``(seed, split, index)``; a block of 80 consecutive studies
+shares one composition table (12 normal, 8 single studies of each finding, 4 pairs that cover every
+finding once), so every finding is equally frequent and study ``i`` never depends on how many studies
+a split has, nor on which other studies are rendered in the same vectorized batch. Rendering uses
+float32 arithmetic (exactly rounded on every CPU) with float64 transcendental functions, and the
+fingerprint hashes images quantized to uint8, so it is the same on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from cxrbench.data.schema import FINDING_CLASSES, Box, Finding, Sample
+from cxrbench.errors import DataError
+
+SPLITS: tuple[str, ...] = ("train", "test")
+_SPLIT_CODES = {"train": 1, "test": 2}
+#: Studies per composition block: 12 normal + 8 x 8 single-finding + 4 two-finding studies.
+_BLOCK = 80
+_NORMAL_PER_BLOCK = 12
+_SINGLES_PER_CLASS = 8
+#: A finding's footprint: where its mixing weight exceeds this (box = bounding box of the footprint).
+_FOOTPRINT_WEIGHT = 0.05
+#: Pixels rendered per vectorized batch (bounds memory: a few dozen float32 arrays of this size live at once).
+_BATCH_PIXELS = 2**18
+ZONES: tuple[str, ...] = ("upper", "middle", "lower")
+_ZONE_RANGES = {"upper": (0.10, 0.36), "middle": (0.40, 0.60), "lower": (0.64, 0.86)}
+SIDES: tuple[str, ...] = ("right", "left")
+_PATIENT_SIDES = (0, 1)  # index 0: patient right (image left); 1: patient left (image right)
+#: Severity words of the graded findings, mildest first.
+SEVERITIES: dict[str, tuple[str, ...]] = {
+    "Cardiomegaly": ("mild", "moderate", "marked"),
+    "Pleural Effusion": ("small", "moderate", "large"),
+    "Pneumothorax": ("small", "moderate", "large"),
+    "Edema": ("mild", "moderate"),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Study specification: everything random about a study, drawn before anything is rendered.
+# --------------------------------------------------------------------------------------------------
+
+
+#: Patient parameters and the uniform range each is drawn from (image units, y downwards; attenuation
+#: in units where the displayed brightness is 1 - exp(-exposure * attenuation)).
+_ANATOMY_RANGES: dict[str, tuple[float, float]] = {
+    "cx": (0.475, 0.525),
+    "thorax_halfwidth": (0.33, 0.385),
+    "thorax_asymmetry": (-0.012, 0.012),
+    "apex_y": (0.09, 0.15),
+    "apex_jitter_right": (-0.01, 0.01),
+    "apex_jitter_left": (-0.01, 0.01),
+    "costophrenic_y": (0.78, 0.86),
+    "right_dome_rise": (0.01, 0.035),
+    "dome_right": (0.05, 0.085),
+    "dome_left": (0.045, 0.08),
+    "apex_offset_right": (0.15, 0.18),
+    "apex_offset_left": (0.15, 0.18),
+    "mediastinum_halfwidth": (0.05, 0.065),
+    "knob_drop": (0.15, 0.19),
+    "knob_size": (0.02, 0.04),
+    "carina_drop": (0.20, 0.25),
+    "hilum_offset": (0.085, 0.105),
+    "hilum_drop": (0.27, 0.32),
+    "heart_ctr": (0.38, 0.48),
+    "heart_right_fraction": (0.27, 0.35),
+    "heart_apex_level": (0.78, 0.92),
+    "heart_top_offset": (-0.02, 0.03),
+    "gastric_bubble": (0.0, 1.0),
+    "ribs_above_dome": (8.5, 10.0),
+    "rib_curvature": (1.8, 2.6),
+    "rib_phase_right": (0.0, 1.0),
+    "rib_phase_left": (0.0, 1.0),
+    "rib_density": (0.16, 0.26),
+    "clavicle_drop": (0.05, 0.085),
+    "neck_halfwidth": (0.11, 0.15),
+    "shoulder_rise": (0.04, 0.09),
+    "body_halfwidth": (0.46, 0.58),
+    "soft_density": (0.5, 0.65),
+    "core_density": (0.85, 1.05),
+    "air_density": (1.05, 1.25),
+    "marking_strength": (0.8, 1.2),
+    "exposure": (0.9, 1.1),
+    "black": (0.0, 0.05),
+    "white": (0.86, 0.97),
+    "gamma": (0.85, 1.2),
+    "noise_sigma": (0.008, 0.022),
+}
+
+
+class Anatomy:
+    """One patient's anatomy and exposure: one attribute per entry of ``_ANATOMY_RANGES`` (the single
+    list of patient parameters), plus derived per-side tuples.
+
+    Per-side tuples are indexed 0 = patient right (image left), 1 = patient left (image right). The
+    values are floats for one patient, or (B, 1, 1) arrays for a batch (``Anatomy.stack``); the
+    geometry functions below accept either.
+    """
+
+    def __init__(self, values: dict[str, float]) -> None:
+        self.values = dict(values)
+        self.__dict__.update(values)
+        half, asym = self.thorax_halfwidth, self.thorax_asymmetry
+        self.thorax = (half + asym, half - asym)
+        self.apex = (self.apex_y + self.apex_jitter_right, self.apex_y + self.apex_jitter_left)
+        self.costophrenic = (self.costophrenic_y - self.right_dome_rise, self.costophrenic_y)
+        self.dome = (self.dome_right, self.dome_left)
+        self.apex_offset = (self.apex_offset_right, self.apex_offset_left)
+        self.hilum_y = self.apex_y + self.hilum_drop
+        #: Internal thoracic diameter (the denominator of the cardiothoracic ratio).
+        self.thoracic_width = 2.0 * self.thorax_halfwidth
+
+    def __repr__(self) -> str:
+        return f"Anatomy({', '.join(f'{k}={v:.4g}' for k, v in self.values.items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Anatomy) and other.values == self.values
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def stack(cls, anatomies: list["Anatomy"]) -> "Anatomy":
+        """Many patients at once: each value becomes a (B, 1, 1) float32 array; renders broadcast over B."""
+        keys = anatomies[0].values.keys()
+        return cls({k: np.array([a.values[k] for a in anatomies], dtype=np.float32).reshape(-1, 1, 1)
+                    for k in keys})
+
+
+@dataclass(frozen=True)
+class FindingSpec:
+    """A finding to draw: class, where, how severe, its geometry, its own texture seed and its phrase."""
+
+    label: str
+    side: str | None
+    zone: str | None
+    severity: str | None
+    geometry: dict[str, float] = field(default_factory=dict)
+    texture_seed: int = 0
+    phrase: str = ""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything that defines one study; rendering is a pure function of it and the image size."""
+
+    id: str
+    split: str
+    index: int
+    anatomy: Anatomy
+    findings: tuple[FindingSpec, ...]
+    report: str
+    texture_entropy: tuple[int, ...]
+
+    @property
+    def cardiothoracic_ratio(self) -> float:
+        """Heart width / internal thoracic width as drawn (the cardiomegaly finding sets it > 0.5)."""
+        for f in self.findings:
+            if f.label == "Cardiomegaly":
+                return f.geometry["ctr"]
+        return self.anatomy.heart_ctr
+
+
+def _u(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(rng.uniform(low, high))
+
+
+def _draw_anatomy(rng: np.random.Generator) -> Anatomy:
+    draws = rng.random(len(_ANATOMY_RANGES))
+    ranges = _ANATOMY_RANGES.items()
+    values = {name: lo + (hi - lo) * x for (name, (lo, hi)), x in zip(ranges, draws.tolist())}
+    return Anatomy(values)
+
+
+# --------------------------------------------------------------------------------------------------
+# Lung geometry shared by the spec (where findings go) and the renderer (what they look like).
+# --------------------------------------------------------------------------------------------------
+
+
+def _mediastinal_border(a: Anatomy, side: int, v: np.ndarray) -> np.ndarray:
+    """Distance from the midline of the lung's medial border at height ``v`` (aortic knob on the left)."""
+    border = a.mediastinum_halfwidth + np.zeros_like(v)
+    if side == 1:
+        border = border + a.knob_size * _f64(np.exp, -(((v - a.apex_y - a.knob_drop) / 0.035) ** 2))
+    return border
+
+
+def _lung_extent(a: Anatomy, side: int, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Medial and lateral distance from the midline of a lung at height ``v`` (above the dome)."""
+    top, cp, tw = a.apex[side], a.costophrenic[side], a.thorax[side]
+    apex = a.apex_offset[side]
+    t = np.clip((v - top) / (cp - top), 0.0, 1.0)
+    lateral = apex + (tw - apex) * _f64(np.power, t, 0.35)
+    medial = apex - (apex - _mediastinal_border(a, side, v)) * _f64(np.power, t, 0.3)
+    return medial, lateral
+
+
+def _dome_y(a: Anatomy, side: int, d: np.ndarray | float) -> np.ndarray:
+    """Height of the diaphragm under a lung at lateral distance ``d``; lowest at the costophrenic angle."""
+    tw, cp = a.thorax[side], a.costophrenic[side]
+    dome = a.dome[side]
+    peak = 0.45 * tw
+    return cp - dome * (1.0 - ((np.asarray(d) - peak) / (tw - peak)) ** 2)
+
+
+def _zone_y(a: Anatomy, side: int, t: float) -> float:
+    """Height at fraction ``t`` of the lung's height (0 apex, 1 costophrenic angle)."""
+    return a.apex[side] + t * (a.costophrenic[side] - a.apex[side])
+
+
+def _heart_extent(a: Anatomy, ctr: float) -> tuple[float, float, float, float]:
+    """Reach right and left of the midline, top and floor of a heart whose width is ``ctr`` of the thorax."""
+    width = ctr * a.thoracic_width
+    right = width * a.heart_right_fraction
+    left = width - right
+    floor = _dome_y(a, 1, left)
+    top = a.hilum_y + a.heart_top_offset - 0.3 * (ctr - 0.45)  # a large heart also rises higher
+    return right, left, top, floor
+
+
+def _heart_borders(a: Anatomy, ctr: float, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance from the midline of the right (image left) and left heart borders at height ``v``.
+
+    The left border bulges out from the pulmonary trunk to the ventricular apex, widest at a fraction
+    ``heart_apex_level`` of the heart's height; the right border is the right atrium's arc. Both
+    continue under the left dome, which hides their lower end (the cardiophrenic angles).
+    """
+    right, left, top, floor = _heart_extent(a, ctr)
+    s = (v - top) * (1.0 / (floor - top))
+    peak = a.heart_apex_level
+    left_border = left * np.sqrt(np.clip(1.0 - ((s - peak) / peak) ** 2, 0.0, 1.0))
+    right_border = right * np.sqrt(np.clip(1.0 - ((s - 0.75) / 0.45) ** 2, 0.0, 1.0))
+    return right_border, left_border
+
+
+def _heart_mask(a: Anatomy, ctr: float, u: np.ndarray, v: np.ndarray, edge: float) -> np.ndarray:
+    right_border, left_border = _heart_borders(a, ctr, v)
+    x = u - a.cx
+    below_top = _ramp(v - _heart_extent(a, ctr)[2], edge)
+    return _ramp(left_border - x, edge) * _ramp(x + right_border, edge) * below_top
+
+
+def _sample_point(a: Anatomy, side: int, zone: str, rng: np.random.Generator, margin: float
+                  ) -> tuple[float, float]:
+    """A point (distance from the midline, y) inside lung ``side`` within ``zone``, clear of the heart.
+
+    Keeps ``margin`` from the lung borders where the lung is wide enough, a smaller margin where not.
+    """
+    lo, hi = _ZONE_RANGES[zone]
+    for m in (margin, 0.5 * margin, 0.01):
+        for _ in range(12):
+            y = _zone_y(a, side, lo + (hi - lo) * float(rng.random()))
+            medial, lateral = (float(x[0]) for x in _lung_extent(a, side, np.array([y])))
+            if side == 1 and y > a.hilum_y:
+                medial = max(medial, _heart_extent(a, a.heart_ctr)[1])
+            if lateral - medial < 2 * m:
+                continue
+            d = medial + m + (lateral - medial - 2 * m) * float(rng.random())
+            if y + m < float(_dome_y(a, side, d)):
+                return d, y
+    y = _zone_y(a, side, 0.5 * (lo + hi))
+    medial, lateral = (float(x[0]) for x in _lung_extent(a, side, np.array([y])))
+    return 0.3 * medial + 0.7 * lateral, y
+
+
+# --------------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------------
+
+_ZONE_WORDS: dict[str, tuple[tuple[str, str], ...]] = {
+    # (zone name, preposition)
+    "upper": (("{s} upper lobe", "in"), ("{s} upper lung zone", "in"), ("{s} apex", "at")),
+    "middle": (("{s} mid lung", "in"), ("{s} mid lung zone", "in"), ("{m}", "in")),
+    "lower": (("{s} lower lobe", "in"), ("{s} lung base", "at"), ("{s} lower lung zone", "in")),
+}
+_ADVERB = {"mild": "mildly", "moderate": "moderately", "marked": "markedly"}
+
+
+def _zone_phrase(rng: np.random.Generator, side: str, zone: str, concise: bool = False) -> tuple[str, str]:
+    """Name of ``zone`` of lung ``side`` and its preposition; ``concise`` takes the shortest name."""
+    name, prep = _ZONE_WORDS[zone][0 if concise else int(rng.integers(len(_ZONE_WORDS[zone])))]
+    middle = "right middle lobe" if side == "right" else "left midlung"  # every zone name states its side
+    return name.format(s=side, m=middle), prep
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text[0].upper() + text[1:]
+
+
+def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+#: Report templates per finding. Placeholders: {sev} severity, {adv} its adverb, {side}, {where} the
+#: zone, {prep} its preposition, {size} "small " for small opacities. The first two are the concise
+#: forms used when a report states two findings. A template with a severity set applies only to those.
+_TEMPLATES: dict[str, tuple[tuple[str, frozenset[str] | None], ...]] = {
+    "Cardiomegaly": (
+        ("{sev} cardiomegaly.", None), ("The cardiac silhouette is {adv} enlarged.", None),
+        ("{sev} enlargement of the cardiac silhouette.", None), ("{sev} cardiomegaly is present.", None),
+    ),
+    "Pleural Effusion": (
+        ("{sev} {side} pleural effusion.", None), ("{sev} {side} effusion.", None),
+        ("{side} pleural effusion, {sev}.", None), ("There is a {sev} {side} pleural effusion.", None),
+        ("Small {side} pleural effusion blunting the costophrenic angle.", frozenset({"small"})),
+    ),
+    "Pneumothorax": (
+        ("{sev} {side} pneumothorax.", None), ("{side} pneumothorax, {sev}.", None),
+        ("There is a {sev} {side} pneumothorax.", None),
+        ("{sev} {side} apical pneumothorax.", frozenset({"small", "moderate"})),
+    ),
+    "Consolidation": (
+        ("Consolidation {prep} the {where}.", None), ("{where} consolidation.", None),
+        ("Dense consolidation {prep} the {where}.", None),
+        ("{where} consolidation with air bronchograms.", None),
+        ("Lobar consolidation {prep} the {where}.", None),
+    ),
+    "Pneumonia": (
+        ("{where} pneumonia.", None), ("Patchy {where} pneumonia.", None),
+        ("Pneumonia {prep} the {where}.", None),
+        ("Patchy airspace disease {prep} the {where}, consistent with pneumonia.", None),
+    ),
+    "Atelectasis": (
+        ("Linear atelectasis {prep} the {where}.", None), ("{where} atelectasis.", None),
+        ("Plate-like atelectasis {prep} the {where}.", None), ("{where} subsegmental atelectasis.", None),
+        ("Minimal plate-like atelectasis {prep} the {where}.", None),
+    ),
+    "Edema": (
+        ("{sev} pulmonary edema.", None), ("{sev} perihilar edema.", None),
+        ("{sev} interstitial edema.", None),
+        ("Findings consistent with {sev} pulmonary edema.", None),
+    ),
+    "Lung Opacity": (
+        ("Focal opacity {prep} the {where}.", None), ("{size}rounded opacity {prep} the {where}.", None),
+        ("Nodular opacity {prep} the {where}.", None),
+    ),
+}
+
+
+def _finding_phrase(rng: np.random.Generator, label: str, side: str | None, zone: str | None,
+                    severity: str | None, concise: bool = False) -> str:
+    """The sentence that states one finding; it always contains one of the class's query words."""
+    where, prep = ("", "")
+    if zone is not None and side is not None:
+        where, prep = _zone_phrase(rng, side, zone, concise)
+    options = [t for t, only in _TEMPLATES[label] if only is None or severity in only]
+    template = _pick(rng, tuple(options[:2] if concise else options))
+    text = template.format(sev=severity or "", adv=_ADVERB.get(severity or "", ""), side=side or "",
+                           where=where, prep=prep, size="small " if severity == "small" else "")
+    return _sentence(text)
+
+
+_NORMAL_SENTENCES = (
+    "No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.", "The lungs are clear.",
+    "Normal chest radiograph.", "Clear lungs.",
+)
+_HEART_NORMAL = ("Heart size is normal.", "Normal heart size.", "The heart is normal in size.")
+#: Pertinent negatives: each names another class in its own short sentence.
+_NEGATIVES = {"Pneumothorax": "No pneumothorax.", "Pleural Effusion": "No pleural effusion."}
+#: Longest report in characters; keeps every report well inside a 32-token text encoder.
+_MAX_REPORT_CHARS = 66
+
+
+def _compose_report(rng: np.random.Generator, findings: tuple[FindingSpec, ...]) -> str:
+    """Finding sentences, then optional pertinent negatives and heart size, within ``_MAX_REPORT_CHARS``."""
+    labels = {f.label for f in findings}
+    extras: list[str] = []
+    if not findings:
+        sentences = [_pick(rng, _NORMAL_SENTENCES)]
+        if rng.random() < 0.4:
+            extras.append(_pick(rng, tuple(_NEGATIVES.values())))
+        if rng.random() < 0.4:
+            extras.append(_pick(rng, _HEART_NORMAL))
+    else:
+        sentences = [f.phrase for f in findings]
+        negatives = tuple(text for label, text in _NEGATIVES.items() if label not in labels)
+        if negatives and rng.random() < 0.5:
+            extras.append(_pick(rng, negatives))
+        if "Cardiomegaly" not in labels and rng.random() < 0.4:
+            extras.append(_pick(rng, _HEART_NORMAL))
+        elif rng.random() < 0.2:
+            extras.append("Lungs are otherwise clear.")
+    report = " ".join(sentences)
+    for extra in extras:
+        if len(findings) < 2 and len(report) + 1 + len(extra) <= _MAX_REPORT_CHARS:
+            report = f"{report} {extra}"
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Composition and finding geometry
+# --------------------------------------------------------------------------------------------------
+
+
+def _seed_entropy(seed: int, split: str, stream: int, key: int) -> list[int]:
+    return [int(seed), _SPLIT_CODES[split], stream, int(key)]
+
+
+@lru_cache(maxsize=256)
+def _block_composition(seed: int, split: str, block: int) -> tuple[tuple[str, ...], ...]:
+    """The finding labels of each of the 80 studies of a block, in a seeded random order."""
+    rng = np.random.default_rng(_seed_entropy(seed, split, 0, block))
+    slots: list[tuple[str, ...]] = [()] * _NORMAL_PER_BLOCK
+    for label in FINDING_CLASSES:
+        slots += [(label,)] * _SINGLES_PER_CLASS
+    order = [FINDING_CLASSES[i] for i in rng.permutation(len(FINDING_CLASSES))]
+    slots += [tuple(sorted(order[i:i + 2], key=FINDING_CLASSES.index)) for i in range(0, len(order), 2)]
+    return tuple(slots[i] for i in rng.permutation(len(slots)))
+
+
+def _draw_finding(rng: np.random.Generator, a: Anatomy, label: str, side_index: int,
+                  concise: bool = False) -> FindingSpec:
+    side = SIDES[side_index]
+    geometry: dict[str, float] = {}
+    zone: str | None = None
+    severity: str | None = None
+    if label == "Cardiomegaly":
+        geometry["ctr"] = _u(rng, 0.54, 0.66)
+        severity = "mild" if geometry["ctr"] < 0.58 else ("moderate" if geometry["ctr"] < 0.62 else "marked")
+        side = None
+    elif label == "Pleural Effusion":
+        severity = _pick(rng, SEVERITIES[label])
+        level = {"small": (0.80, 0.86), "moderate": (0.62, 0.72), "large": (0.40, 0.52)}[severity]
+        geometry.update(level=_u(rng, *level), meniscus=_u(rng, 0.04, 0.08), fade=_u(rng, 0.015, 0.03),
+                        strength=_u(rng, 0.85, 0.95))
+    elif label == "Pneumothorax":
+        severity = _pick(rng, SEVERITIES[label])
+        # Pleural air separates the lung from the apex by ``depth`` and from the lateral wall by a rim
+        # that thins to nothing at ``extent`` of the lung height.
+        depth, extent = {"small": ((0.045, 0.06), (0.3, 0.45)), "moderate": ((0.065, 0.085), (0.6, 0.8)),
+                         "large": ((0.09, 0.12), (1.0, 1.3))}[severity]
+        geometry.update(depth=_u(rng, *depth), extent=_u(rng, *extent), strength=_u(rng, 0.85, 0.95))
+    elif label == "Consolidation":
+        zone = _pick(rng, ZONES)
+        bounds = {"upper": ((0.0, 0.12), (0.36, 0.46)), "middle": ((0.34, 0.42), (0.6, 0.68)),
+                  "lower": ((0.58, 0.68), (1.0, 1.0))}[zone]
+        geometry.update(top=_u(rng, *bounds[0]), bottom=_u(rng, *bounds[1]), tilt=_u(rng, -0.15, 0.15),
+                        strength=_u(rng, 0.75, 0.88))
+    elif label == "Pneumonia":
+        zone = _pick(rng, ZONES)
+        # An ill-defined cloud broken up into patches: an elliptical envelope times thresholded noise.
+        d, y = _sample_point(a, side_index, zone, rng, margin=0.07)
+        geometry.update(d=d, y=y, rx=_u(rng, 0.09, 0.13), ry=_u(rng, 0.07, 0.1), patchiness=_u(rng, 0.3, 0.6),
+                        strength=_u(rng, 0.6, 0.75))
+    elif label == "Atelectasis":
+        zone = "lower"
+        d, y = _sample_point(a, side_index, zone, rng, margin=0.06)
+        geometry.update(d=d, y=y, length=_u(rng, 0.10, 0.17), thickness=_u(rng, 0.008, 0.013),
+                        angle=_u(rng, -0.25, 0.25), strength=_u(rng, 0.75, 0.9))
+    elif label == "Edema":
+        severity = _pick(rng, SEVERITIES[label])
+        strength = (0.35, 0.45) if severity == "mild" else (0.5, 0.62)
+        geometry.update(rx=_u(rng, 0.13, 0.17), ry=_u(rng, 0.15, 0.2), strength=_u(rng, *strength))
+        side = "bilateral"
+    elif label == "Lung Opacity":
+        zone = _pick(rng, ZONES)
+        radius = _u(rng, 0.035, 0.06)
+        severity = "small" if radius < 0.042 else None
+        d, y = _sample_point(a, side_index, zone, rng, margin=radius + 0.01)
+        geometry.update(d=d, y=y, radius=radius, strength=_u(rng, 0.6, 0.75))
+    texture_seed = int(rng.integers(2**31))
+    phrase_side = side if side in SIDES else None
+    phrase = _finding_phrase(rng, label, phrase_side, zone, severity, concise)
+    return FindingSpec(label, side, zone, severity, geometry, texture_seed, phrase)
+
+
+def study_spec(seed: int, split: str, index: int) -> StudySpec:
+    """The specification of study ``index`` of ``split``: a pure function of ``(seed, split, index)``."""
+    labels = _block_composition(seed, split, index // _BLOCK)[index % _BLOCK]
+    rng = np.random.default_rng(_seed_entropy(seed, split, 1, index))
+    anatomy = _draw_anatomy(rng)
+    first_side = int(rng.integers(2))
+    findings = []
+    for k, label in enumerate(labels):
+        side = first_side if k == 0 else 1 - first_side
+        findings.append(_draw_finding(rng, anatomy, label, side, concise=len(labels) > 1))
+    report = _compose_report(rng, tuple(findings))
+    return StudySpec(
+        id=f"synthcxr-{split}-{index:06d}", split=split, index=index, anatomy=anatomy,
+        findings=tuple(findings), report=report, texture_entropy=tuple(_seed_entropy(seed, split, 2, index)),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------
+
+
+def _f64(fn: Callable[..., np.ndarray], *args: np.ndarray | float) -> np.ndarray:
+    """``fn(*args)`` evaluated in float64 and rounded to the arguments' precision.
+
+    Rendering runs in float32 for speed. Elementary arithmetic and sqrt are exactly rounded on every
+    CPU, but float32 exp/power implementations differ between CPUs in the last bits; float64 ones
+    differ at most in the last of 53 bits, which changes the float32 result only when it lies within
+    that distance of a rounding boundary.
+    """
+    dtype = np.result_type(*args)
+    out = fn(*(np.asarray(x, dtype=np.float64) for x in args))
+    return out.astype(np.float32) if dtype == np.float32 else out
+
+
+def _ramp(x: np.ndarray, width: float) -> np.ndarray:
+    """Soft step from 0 to 1 over ``width`` centred on x = 0 (a box-filtered edge)."""
+    y = x * (1.0 / width) + 0.5
+    return np.minimum(np.maximum(y, 0.0, out=y), 1.0, out=y)
+
+
+def _rise(x: np.ndarray, width: float) -> np.ndarray:
+    """0 for x <= 0 rising linearly to 1 at x = ``width``."""
+    y = x * (1.0 / width)
+    return np.minimum(np.maximum(y, 0.0, out=y), 1.0, out=y)
+
+
+def _biweight(q: np.ndarray) -> np.ndarray:
+    """(1 - q)^2 for q < 1, else 0: a smooth bump with compact support (q = squared normalized distance)."""
+    y = np.maximum(1.0 - q, 0.0)
+    return y * y
+
+
+@lru_cache(maxsize=64)
+def _smooth_basis(resolution: int, knots: int) -> np.ndarray:
+    """Gaussian interpolation matrix (resolution, knots): B @ G @ B.T is smooth noise of unit variance."""
+    pos = (np.arange(resolution) + 0.5) / resolution
+    centres = (np.arange(knots) + 0.5) / knots
+    basis = np.exp(-0.5 * ((pos[:, None] - centres[None, :]) * knots / 0.8) ** 2)
+    return basis / np.linalg.norm(basis, axis=1, keepdims=True)
+
+
+def _smooth_noise(rng: np.random.Generator, resolution: int, knots: int) -> np.ndarray:
+    """Gaussian random field of unit variance with about ``knots`` features across the image."""
+    basis = _smooth_basis(resolution, knots)
+    return (basis @ rng.standard_normal((knots, knots)) @ basis.T).astype(np.float32)
+
+
+def _side_rows(a: Anatomy, u: np.ndarray, side: int) -> np.ndarray:
+    """Lateral distance from the midline towards ``side`` (negative on the other half)."""
+    return (a.cx - u) if side == 0 else (u - a.cx)
+
+
+def _x_of(a: Anatomy, side: int, d: float) -> float:
+    return a.cx - d if side == 0 else a.cx + d
+
+
+def _wave(x: np.ndarray) -> np.ndarray:
+    """Triangle wave with period 2*pi, +1 at multiples of 2*pi and -1 half-way: a cheap, exactly
+    reproducible stand-in for cos (only IEEE-exact operations)."""
+    f = x * (1.0 / (2.0 * np.pi))
+    return 4.0 * np.abs(f - np.floor(f) - 0.5) - 1.0
+
+
+@dataclass
+class _Canvas:
+    """Grids and per-study fields at the render resolution, shared by the anatomy and finding layers."""
+
+    res: int
+    edge: float
+    u: np.ndarray  # (1, R) x in image units
+    v: np.ndarray  # (R, 1) y in image units
+    left_half: np.ndarray  # (1, R) True on the image left (patient right)
+    d: np.ndarray  # (1, R) distance from the midline
+    lung_shape: list[np.ndarray]  # per side, heart not removed
+    heart: np.ndarray
+    lung: np.ndarray  # both lungs, heart removed
+    air: np.ndarray  # attenuation the air of the lungs removes (0 outside the lungs)
+    markings: np.ndarray  # vessel attenuation inside the lungs
+
+
+def _lung_fields(a: Anatomy, side: int, u: np.ndarray, v: np.ndarray, edge: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Soft mask of one lung and its depth (1 in the middle, falling towards apex, wall and dome)."""
+    ds = _side_rows(a, u, side)
+    medial, lateral = _lung_extent(a, side, v)
+    to_wall = lateral - ds
+    to_dome = _dome_y(a, side, ds) - v
+    from_apex = v - a.apex[side]
+    shape = _ramp(to_wall, edge) * _ramp(ds - medial, edge) * _ramp(to_dome, edge) * _ramp(from_apex, edge)
+    depth = _rise(to_wall, 0.1) * _rise(to_dome, 0.06) * _rise(from_apex, 0.15)
+    return shape, depth
+
+
+#: The smooth random fields of a patient and their number of features across the image.
+_TEXTURE_KNOTS = {"warp": 7, "parenchyma": 24, "soft": 5, "abdomen": 8}
+
+
+def _textures(specs: list[StudySpec], res: int, size: int) -> dict[str, np.ndarray]:
+    """Each patient's random fields, drawn in a fixed order from its texture stream, stacked (B, ...)."""
+    draws = []
+    for spec in specs:
+        rng = np.random.default_rng(list(spec.texture_entropy))
+        fields = {name: rng.standard_normal((k, k)) for name, k in _TEXTURE_KNOTS.items()}
+        fields["noise"] = rng.random((size, size), dtype=np.float32)
+        draws.append(fields)
+    tex = {}
+    for name, k in _TEXTURE_KNOTS.items():
+        basis = _smooth_basis(res, k)
+        tex[name] = (basis @ np.stack([d[name] for d in draws]) @ basis.T).astype(np.float32)
+    # Quantum noise: uniform with unit variance (cheaper to draw than normal, alike to the eye).
+    tex["noise"] = (np.stack([d["noise"] for d in draws]) - np.float32(0.5)) * np.float32(np.sqrt(12.0))
+    return tex
+
+
+def _canvas(a: Anatomy, res: int, ctr: np.ndarray, tex: dict[str, np.ndarray]) -> _Canvas:
+    """Lungs, heart and vessel markings of a batch of patients (``a`` and ``ctr`` stacked as (B, 1, 1))."""
+    coords = ((np.arange(res) + 0.5) / res).astype(np.float32)
+    u, v = coords[None, None, :], coords[None, :, None]
+    edge = 1.0 / res
+    d = np.abs(u - a.cx)
+    heart = _heart_mask(a, ctr, u, v, edge)
+    # Each lung lies in its own half of the image (the midline moves by at most 0.025, the lungs stay
+    # 0.05 or more from it), so each is computed on that half only.
+    half = res // 2
+    halves = (slice(0, half), slice(half, res))
+    fields = [_lung_fields(a, s, u[..., halves[s]], v, edge) for s in _PATIENT_SIDES]
+    lung = np.concatenate([fields[s][0] * (1.0 - heart[..., halves[s]]) for s in _PATIENT_SIDES], axis=2)
+    depth = np.concatenate([fields[s][1] for s in _PATIENT_SIDES], axis=2)
+    air = a.air_density * lung * (0.78 + 0.22 * depth)
+    zeros = [np.zeros_like(fields[1 - s][0]) for s in _PATIENT_SIDES]
+    shapes = [np.concatenate([fields[0][0], zeros[0]], axis=2),
+              np.concatenate([zeros[1], fields[1][0]], axis=2)]
+    # Vessels radiate from the hila, branch (a second, finer set further out) and fade to the periphery.
+    dd, dv = d - a.hilum_offset, v - a.hilum_y
+    r = np.sqrt(dd * dd + dv * dv)
+    theta = (0.5 * np.pi) * dv / (np.abs(dd) + np.abs(dv) + 1e-6)  # a monotone stand-in for the angle
+    warp = 0.6 * tex["warp"]
+    trunks = _rise(_wave(9.0 * theta + 5.0 * r + warp) - 0.5, 0.5)
+    branches = _rise(_wave(17.0 * theta - 7.0 * r - warp) - 0.6, 0.4) * _rise(r - 0.07, 0.08)
+    envelope = 1.0 / (1.0 + r * r * (1.0 / 0.1**2))
+    hilum = _biweight(r * r * (1.0 / 0.05**2))
+    vessels = (0.3 * trunks + 0.2 * branches) * _rise(r - 0.025, 0.06) + 0.08
+    markings = a.marking_strength * (vessels * envelope + 0.3 * hilum)
+    markings = (markings + 0.03 * tex["parenchyma"]) * lung
+    return _Canvas(res, edge, u, v, u < a.cx, d, shapes, heart, lung, air, markings)
+
+
+def _study_canvas(c: _Canvas, b: int) -> _Canvas:
+    """Study ``b`` of a batch canvas, with 2-D grids (u: (1, R), v: (R, 1))."""
+    return _Canvas(c.res, c.edge, c.u[0], c.v[0], c.left_half[b], c.d[b], [x[b] for x in c.lung_shape],
+                   c.heart[b], c.lung[b], c.air[b], c.markings[b])
+
+
+def _soft_tissue_and_core(a: Anatomy, c: _Canvas, tex: dict[str, np.ndarray]) -> np.ndarray:
+    """Attenuation of the body without bones: soft tissue, dense core (mediastinum, heart, abdomen), lungs."""
+    u, v, e = c.u, c.v, c.edge
+    dist = np.abs(u - a.cx)
+    rise = np.clip((v - a.apex_y + a.shoulder_rise) / 0.1, 0.0, 1.0)
+    body_half = a.neck_halfwidth + (a.body_halfwidth - a.neck_halfwidth) * rise * rise * (3 - 2 * rise)
+    ratio = dist / body_half
+    body = _ramp(body_half - dist, 2.5 * e) * (1.0 - 0.35 * ratio * ratio)
+    attenuation = a.soft_density * body * (1.0 + 0.06 * tex["soft"])
+    # The dense core (mediastinum, heart, abdomen) follows the lateral lung borders; the chest wall
+    # outside them is soft tissue and ribs only.
+    below_apex = [_rise(v - a.apex[s] + 0.03, 0.02) for s in _PATIENT_SIDES]
+    reach = [a.mediastinum_halfwidth + (_lung_extent(a, s, v)[1] - a.mediastinum_halfwidth) * below_apex[s]
+             for s in _PATIENT_SIDES]
+    core = np.where(c.left_half, _ramp(reach[0] - c.d, e), _ramp(reach[1] - c.d, e))
+    core = core * _rise(v - a.apex_y + 0.1, 0.14)
+    core = np.maximum(core, c.lung_shape[0] + c.lung_shape[1])  # the lungs always sit inside the core
+    # The superior mediastinum is less dense than the heart; the lower abdomen holds some bowel gas.
+    abdomen = _rise(v - a.costophrenic_y - 0.03, 0.15)
+    core = core * (1.0 - 0.3 * _rise(a.hilum_y - v, 0.2) - abdomen * (0.12 + 0.06 * tex["abdomen"]))
+    above_dome = _ramp(np.where(c.left_half, _dome_y(a, 0, c.d), _dome_y(a, 1, c.d)) + 0.01 - v, e)
+    attenuation = attenuation + a.core_density * core + 0.08 * c.heart * above_dome
+    return attenuation - c.air + c.markings
+
+
+def _bones(a: Anatomy, c: _Canvas) -> np.ndarray:
+    """Attenuation of spine, posterior and anterior ribs, clavicles; minus trachea and gastric air."""
+    u, v, d, e = c.u, c.v, c.d, c.edge
+    dist = np.abs(u - a.cx)
+    top = a.apex_y
+    # Spine with darker disc spaces, and the air column of the trachea down to the carina.
+    disc = np.abs(((v - top) / 0.042) % 1.0 - 0.5)
+    spine_col = 1.0 - 0.4 * _ramp(0.1 - disc, 0.08)
+    bones = 0.4 * _ramp(0.033 - dist, 2 * e) * spine_col
+    trachea = _ramp(0.014 - np.abs(u - a.cx - 0.004), 2 * e) * _ramp(top + a.carina_drop - v, 0.02)
+    bones = bones - 0.45 * trachea
+    # Posterior ribs: arcs rising from the spine, curving down to the lateral wall; lower ribs wider apart.
+    tw_row = np.where(c.left_half, a.thorax[0], a.thorax[1])
+    phase_row = np.where(c.left_half, a.rib_phase_right, a.rib_phase_left)
+    span = a.costophrenic_y - top
+    spacing = span / a.ribs_above_dome * (0.8 + 0.4 * np.clip((v - top) / span, 0.0, 1.3))
+    arc = a.rib_curvature * ((d - 0.1) ** 2 - 0.01)
+    phase = (v - top + 0.03 - arc) / spacing + phase_row
+    frac = phase - np.floor(phase)
+    rib = np.maximum(frac * (0.45 - frac), 0.0) * (1.0 / 0.05)
+    walls = [_lung_extent(a, s, v)[1] for s in _PATIENT_SIDES]
+    lateral = np.where(c.left_half, walls[0], walls[1])
+    cage = (0.4 + 0.6 * _ramp(lateral - d, 0.03)) * _ramp(tw_row + 0.02 - d, 2 * e) * _rise(d - 0.03, 0.04)
+    rows = _rise(v - top + 0.06, 0.03) * _rise(a.costophrenic_y + 0.12 - v, 0.08)
+    bones = bones + a.rib_density * rib * cage * rows
+    # Anterior ribs: fainter, sloping down towards the midline.
+    phase_a = (v - top + 0.6 * (tw_row - d)) / (1.3 * spacing) + 0.5 * phase_row
+    frac_a = phase_a - np.floor(phase_a)
+    rib_a = np.maximum(frac_a * (0.35 - frac_a), 0.0) * (1.0 / 0.03)
+    bones = bones + 0.45 * a.rib_density * rib_a * cage * _rise(d - 0.09, 0.05) * rows
+    # Clavicles: S-shaped bars rising laterally from the sternal notch, thicker at the medial head.
+    dc = d - 0.035
+    clav_y = top + a.clavicle_drop - 0.22 * dc + 0.3 * dc * dc
+    thick = 0.011 + 0.007 * _f64(np.exp, -dc / 0.04)
+    clavicle = _ramp(thick - np.abs(v - clav_y), 1.5 * e) * _ramp(dc, 2 * e) * _ramp(0.33 - d, 0.03)
+    bones = bones + 0.42 * clavicle
+    # Gas in the stomach under the left dome (in about two thirds of patients).
+    gd = 0.45 * a.thorax[1]
+    gx, gy = a.cx + gd, _dome_y(a, 1, gd) + 0.05
+    q = ((u - gx) * (1.0 / 0.055)) ** 2 + ((v - gy) * (1.0 / 0.03)) ** 2
+    under_dome = _rise(v - _dome_y(a, 1, u - a.cx) - 0.012, 0.01)
+    bubble = 0.9 * np.maximum(a.gastric_bubble - 0.3, 0.0)
+    return bones - bubble * _biweight(q) * under_dome
+
+
+def _box_from_weight(weight: np.ndarray, factor: int, fallback: tuple[float, float], size: int) -> Box:
+    """Bounding box (output pixels) of ``weight > _FOOTPRINT_WEIGHT`` at the render resolution."""
+    mask = weight > _FOOTPRINT_WEIGHT
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        x = min(max(int(fallback[0] * size), 0), size - 1)
+        y = min(max(int(fallback[1] * size), 0), size - 1)
+        return Box(float(x), float(y), 1.0, 1.0)
+    y0, y1 = rows[0] // factor, -(-(rows[-1] + 1) // factor)
+    x0, x1 = cols[0] // factor, -(-(cols[-1] + 1) // factor)
+    return Box(float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+
+
+def _pneumothorax(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[np.ndarray, np.ndarray]:
+    """Attenuation change (negative) and footprint weight of a pneumothorax."""
+    g = spec.geometry
+    side = SIDES.index(spec.side)
+    u, v, e = c.u, c.v, c.edge
+    ds = _side_rows(a, u, side)
+    top, height = a.apex[side], a.costophrenic[side] - a.apex[side]
+    medial, lateral = _lung_extent(a, side, v)
+    rim = g["depth"] * np.clip(1.0 - (v - top) / (g["extent"] * height), 0.0, 1.0)
+    wall, apex = _ramp(lateral - rim - ds, e), _ramp(v - top - g["depth"], e)
+    base = _ramp(ds - medial, e) * _ramp(_dome_y(a, side, ds) - v, e) * (1.0 - c.heart)
+    lung = c.lung_shape[side] * (1.0 - c.heart)
+    gap = np.maximum(lung - wall * apex * base, 0.0)
+    # The visceral pleural line: the edges of the collapsed lung that lie inside the thorax.
+    tent_wall, tent_apex = 1.0 - np.abs(2.0 * wall - 1.0), 1.0 - np.abs(2.0 * apex - 1.0)
+    tent_wall = tent_wall * _rise(rim - e, e)  # no line where the lung still touches the wall
+    line = np.minimum(tent_wall * apex + tent_apex * wall, 1.0) * base * np.clip(2.0 * lung - 1.0, 0.0, 1.0)
+    weight = g["strength"] * gap
+    change = -weight * (c.markings + 0.15 * a.air_density) + 0.35 * line
+    return change, np.maximum(weight, line)
+
+
+def _opacity(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Attenuation added by an opacifying finding, and the footprint weight of each of its boxes.
+
+    The weight is the fraction of the local air replaced by fluid or tissue (times the lung mask).
+    """
+    u, v, e = c.u, c.v, c.edge
+    rng = np.random.default_rng(spec.texture_seed)
+    g = spec.geometry
+    side = SIDES.index(spec.side) if spec.side in SIDES else 0
+    ds = _side_rows(a, u, side)
+    label = spec.label
+    extra = 0.0
+    if label == "Pleural Effusion":
+        tw = a.thorax[side]
+        level = _zone_y(a, side, g["level"])
+        rise_to_wall = np.clip((tw - ds) / (tw - a.mediastinum_halfwidth), 0.0, 1.0)
+        fluid = _rise(v - level - g["meniscus"] * rise_to_wall * rise_to_wall, g["fade"])
+        weights = [g["strength"] * fluid * c.lung_shape[side] * (1.0 - c.heart)]
+        extra = 0.25
+    elif label == "Consolidation":
+        top, bottom = _zone_y(a, side, g["top"]), _zone_y(a, side, g["bottom"])
+        tw = a.thorax[side]
+        border = 0.02 * _smooth_noise(rng, c.res, 6) + g["tilt"] * (ds - 0.5 * tw)
+        region = _ramp(v - top - border, 0.025) * _ramp(bottom - v + border, 0.012)
+        if g["bottom"] >= 1.0:  # lower lobe: the dome and the costophrenic angle stay visible
+            region = region * _ramp(_dome_y(a, side, ds) - 0.015 - v, 0.01) * _ramp(0.9 * tw - ds, 0.03)
+        region = region * (ds > 0)
+        weight = g["strength"] * region * c.lung
+        # Air bronchograms: dark tubes radiating from the hilum through the airless lobe.
+        dd, dv = ds - a.hilum_offset, v - a.hilum_y
+        r = np.sqrt(dd * dd + dv * dv)
+        theta = _f64(np.arctan2, dv, dd)
+        wiggle = 0.25 * _smooth_noise(rng, c.res, 5)
+        tubes = _rise(_wave(10.0 * theta + wiggle) - 0.7, 0.3)
+        forks = _rise(_wave(20.0 * theta + 2.0 * wiggle + 1.0) - 0.75, 0.25) * _rise(r - 0.14, 0.04)
+        bronchi = np.maximum(tubes, forks) * _rise(r - 0.04, 0.04)
+        return weight * (c.air + 0.1 - 0.55 * bronchi), [weight]
+    elif label == "Pneumonia":
+        x = _x_of(a, side, g["d"])
+        cloud = np.sqrt(_biweight(((u - x) * (1.0 / g["rx"])) ** 2 + ((v - g["y"]) * (1.0 / g["ry"])) ** 2))
+        patches = _rise(_smooth_noise(rng, c.res, 20) + g["patchiness"], 1.2)
+        weights = [g["strength"] * cloud * (0.4 + 0.6 * patches) * c.lung]
+    elif label == "Atelectasis":
+        x = _x_of(a, side, g["d"])
+        cos_, sin_ = np.cos(g["angle"]), np.sin(g["angle"])
+        along = (u - x) * cos_ + (v - g["y"]) * sin_
+        across = (v - g["y"]) * cos_ - (u - x) * sin_
+        taper = np.maximum(1.0 - (along * (2.0 / g["length"])) ** 2, 0.0)
+        weights = [g["strength"] * _ramp(g["thickness"] - np.abs(across), e) * taper * c.lung]
+        extra = 0.15
+    elif label == "Edema":
+        mottle = np.clip(0.65 + 0.35 * _smooth_noise(rng, c.res, 30), 0.0, 1.0)
+        weights = []
+        for sd in _PATIENT_SIDES:
+            dsd = _side_rows(a, u, sd)
+            q = ((dsd - a.hilum_offset - 0.03) * (1.0 / g["rx"])) ** 2 + (
+                (v - a.hilum_y - 0.02) * (1.0 / g["ry"])) ** 2
+            weights.append(g["strength"] * np.sqrt(_biweight(q)) * mottle * c.lung * (dsd > 0))
+    elif label == "Lung Opacity":
+        x = _x_of(a, side, g["d"])
+        dist = np.sqrt((u - x) ** 2 + (v - g["y"]) ** 2)
+        rad = g["radius"]
+        weights = [g["strength"] * _ramp(rad - dist, 0.35 * rad) * c.lung]
+        extra = 0.1
+    else:  # pragma: no cover - every drawable label is handled above
+        raise DataError(f"finding label must be one of {FINDING_CLASSES}, but got {label!r}")
+    total = weights[0] if len(weights) == 1 else weights[0] + weights[1]
+    return total * (c.air + extra), weights
+
+
+def _draw_findings(spec: StudySpec, drawn: list[FindingSpec], c: _Canvas, attenuation: np.ndarray,
+                   factor: int, size: int) -> dict[str, tuple[Box, ...]]:
+    """Add the drawn findings of one study to its ``attenuation`` (in place); returns their boxes."""
+    a = spec.anatomy
+    boxes: dict[str, tuple[Box, ...]] = {}
+    for f in drawn:
+        if f.label == "Cardiomegaly":
+            dome_row = np.where(c.left_half, _dome_y(a, 0, c.d), _dome_y(a, 1, c.d))
+            visible = c.heart * _ramp(dome_row + 0.01 - c.v, c.edge)
+            boxes[f.label] = (_box_from_weight(visible, factor, (a.cx, a.costophrenic_y - 0.1), size),)
+        elif f.label == "Pneumothorax":
+            change, weight = _pneumothorax(f, a, c)
+            attenuation += change
+            fallback = (_x_of(a, SIDES.index(f.side), 0.2), a.apex_y + 0.05)
+            boxes[f.label] = (_box_from_weight(weight, factor, fallback, size),)
+        else:
+            change, weights = _opacity(f, a, c)
+            attenuation += change
+            boxes[f.label] = tuple(_box_from_weight(w, factor, (a.cx, 0.5), size) for w in weights)
+    return boxes
+
+
+def _oversampling(size: int) -> int:
+    """Render small images at twice the size and box-downsample, so thin structures keep their weight."""
+    return 2 if size <= 32 else 1
+
+
+def render_studies(specs: list[StudySpec], size: int, labels: Collection[str] | None = None
+                   ) -> list[tuple[np.ndarray, list[tuple[Box, ...]]]]:
+    """Render several studies at ``size`` x ``size`` in one vectorized pass; see ``render_study``.
+
+    Every operation is elementwise per study (noise fields are made per study), so a study renders
+    to the same bits whatever else is in the batch.
+    """
+    if not specs:
+        return []
+    factor = _oversampling(size)
+    res = size * factor
+    drawn = [[f for f in s.findings if labels is None or f.label in labels] for s in specs]
+    ctr = np.array([
+        next((f.geometry["ctr"] for f in fs if f.label == "Cardiomegaly"), s.anatomy.heart_ctr)
+        for s, fs in zip(specs, drawn)
+    ], dtype=np.float32).reshape(-1, 1, 1)
+    a = Anatomy.stack([s.anatomy for s in specs])
+    tex = _textures(specs, res, size)
+    c = _canvas(a, res, ctr, tex)
+    attenuation = _soft_tissue_and_core(a, c, tex)
+    boxes = [_draw_findings(s, fs, _study_canvas(c, b), attenuation[b], factor, size) if fs else {}
+             for b, (s, fs) in enumerate(zip(specs, drawn))]
+    attenuation = attenuation + _bones(a, c)
+    image = 1.0 - np.exp(-a.exposure * np.maximum(attenuation, 0.0).astype(np.float64))
+    image = np.clip((image - a.black) * (1.0 / (a.white - a.black)), 0.0, 1.0) ** a.gamma
+    if factor == 2:
+        top_pair = image[:, 0::2, 0::2] + image[:, 1::2, 0::2]
+        image = 0.25 * (top_pair + (image[:, 0::2, 1::2] + image[:, 1::2, 1::2]))
+    image = np.clip(image + a.noise_sigma * tex["noise"], 0.0, 1.0).astype(np.float32)
+    return [(image[b], [boxes[b].get(f.label, ()) for f in s.findings]) for b, s in enumerate(specs)]
+
+
+def render_study(spec: StudySpec, size: int, labels: Collection[str] | None = None
+                 ) -> tuple[np.ndarray, list[tuple[Box, ...]]]:
+    """Render ``spec`` at ``size`` x ``size``: the image in [0, 1] (float32) and each finding's boxes.
+
+    ``labels`` restricts which of the study's findings are drawn (None: all). The patient, its
+    textures and its noise are identical whatever is drawn, so the difference between two renders
+    of one study is exactly the drawing of the findings that differ. Boxes of findings not drawn are
+    empty.
+    """
+    return render_studies([spec], size, labels)[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# The dataset
+# --------------------------------------------------------------------------------------------------
+
+
+class SynthCXR:
+    """SynthCXR v1: rendered PA chest radiographs, reports and boxes, deterministic from ``seed``.
+
+    Args:
+        n_train: number of training studies.
+        n_test: number of test studies.
+        image_size: side of the square images in pixels (16 or more; 32, 64, 128, 256 are typical).
+        seed: dataset seed; study ``i`` of a split depends only on ``(seed, split, i)``.
+
+    Raises:
+        DataError: for a negative size, an image size below 16 or a negative seed.
+
+    Example:
+        >>> ds = SynthCXR(n_train=4, n_test=2, image_size=32)
+        >>> [s.id for s in ds.split("test")]
+        ['synthcxr-test-000000', 'synthcxr-test-000001']
+    """
+
+    name = "synthcxr"
+    version = "1"
+
+    def __init__(self, n_train: int, n_test: int, image_size: int = 64, seed: int = 0) -> None:
+        checks = (("n_train", n_train, 0), ("n_test", n_test, 0), ("image_size", image_size, 16),
+                  ("seed", seed, 0))
+        for arg, value, low in checks:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise DataError(f"SynthCXR {arg} must be an integer >= {low}, but got {value!r}")
+        self.n_train = int(n_train)
+        self.n_test = int(n_test)
+        self.image_size = int(image_size)
+        self.seed = int(seed)
+        self._cache: dict[str, list[Sample]] = {}
+
+    def __repr__(self) -> str:
+        return (f"SynthCXR(n_train={self.n_train}, n_test={self.n_test}, image_size={self.image_size}, "
+                f"seed={self.seed})")
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments: ``SynthCXR(**ds.params())`` builds the same dataset."""
+        return {"n_train": self.n_train, "n_test": self.n_test, "image_size": self.image_size,
+                "seed": self.seed}
+
+    def _size_of(self, split: str) -> int:
+        if split not in SPLITS:
+            raise DataError(f"split must be one of {SPLITS}, but got {split!r}")
+        return self.n_train if split == "train" else self.n_test
+
+    def spec(self, split: str, index: int) -> StudySpec:
+        """The specification (anatomy, findings, report) of study ``index`` of ``split``."""
+        n = self._size_of(split)
+        if not 0 <= index < n:
+            raise DataError(f"index must be in [0, {n}) for split {split!r}, but got {index!r}")
+        return study_spec(self.seed, split, index)
+
+    def split(self, split: str) -> list[Sample]:
+        """All samples of ``split`` ("train" or "test"), in index order; generated once and cached."""
+        n = self._size_of(split)
+        if split not in self._cache:
+            specs = [study_spec(self.seed, split, i) for i in range(n)]
+            chunk = max(1, _BATCH_PIXELS // (self.image_size * _oversampling(self.image_size)) ** 2)
+            samples: list[Sample] = []
+            for start in range(0, n, chunk):
+                batch = specs[start:start + chunk]
+                for spec, (image, boxes) in zip(batch, render_studies(batch, self.image_size)):
+                    findings = tuple(Finding(f.label, f.phrase, b) for f, b in zip(spec.findings, boxes))
+                    samples.append(Sample(id=spec.id, image=image, report=spec.report, split=split,
+                                          findings=findings))
+            self._cache[split] = samples
+        return self._cache[split]
+
+    def render(self, split: str, index: int, labels: Collection[str] | None = None) -> np.ndarray:
+        """Study ``index`` drawn with only the findings in ``labels`` (None: all; (): the normal patient)."""
+        image, _ = render_study(self.spec(split, index), self.image_size, labels)
+        return image
+
+    def fingerprint(self) -> str:
+        """SHA-256 over both splits: ids, reports, labels, phrases, boxes and images quantized to uint8."""
+        digest = hashlib.sha256(f"synthcxr-v{self.version}|{self.image_size}".encode())
+        for split in SPLITS:
+            for sample in self.split(split):
+                digest.update(sample.id.encode())
+                digest.update(sample.report.encode())
+                for f in sample.findings:
+                    digest.update(f"{f.label}|{f.phrase}|{[b.to_list() for b in f.boxes]}".encode())
+                digest.update(np.rint(sample.image * 255.0).astype(np.uint8).tobytes())
+        return digest.hexdigest()
+
+
+__all__ = ["SynthCXR", "StudySpec", "FindingSpec", "Anatomy", "render_study", "render_studies", "study_spec",
+           "SPLITS", "ZONES", "SIDES", "SEVERITIES"]
