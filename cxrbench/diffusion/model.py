@@ -1,0 +1,278 @@
+"""``DiffusionModel``: a small text-to-image diffusion model on the benchmark contract.
+
+A diffusers ``UNet2DConditionModel`` trained from scratch on the pixel-unshuffled image (see
+``cxrbench.diffusion.unet``), conditioned on a pretrained text encoder's last hidden state (see
+``cxrbench.diffusion.text``), trained with the DDPM epsilon loss (``training``), sampled with DDIM
+(``sampling``), and localizing with its cross-attention (``cxrbench.attention``). An encoder strategy is
+a subclass that sets ``model_id`` and its options' defaults, or overrides ``build_text_conditioner``::
+
+    class FrozenEncoderModel(DiffusionModel):
+        model_id = "frozen-encoder"
+
+        class Options(DiffusionOptions):
+            train_text_encoder: bool = False
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from cxrbench.attention import extract_cross_attention, token_group_maps, token_group_weights
+from cxrbench.data.schema import Sample
+from cxrbench.diffusion.sampling import sample
+from cxrbench.diffusion.text import TextConditioner, load_text_encoder
+from cxrbench.diffusion.training import train_denoiser
+from cxrbench.diffusion.unet import (
+    build_unet,
+    from_model_space,
+    resize_images,
+    to_model_space,
+    unshuffle_factor_for,
+)
+from cxrbench.errors import ProtocolError
+from cxrbench.model import (
+    GENERATE,
+    LOCALIZE,
+    ExtractionConfig,
+    FitContext,
+    LocalizationQuery,
+    Model,
+    ModelOptions,
+    SamplerConfig,
+    TrainingBudget,
+)
+from cxrbench.protocol import derive_seed
+
+STATE_FORMAT = 1
+STATE_FILE = "model.json"
+UNET_FILE = "unet.safetensors"
+TEXT_ENCODER_FILE = "text_encoder.safetensors"
+
+
+class DiffusionOptions(ModelOptions):
+    """Architecture and training options of a ``DiffusionModel`` (unknown keys are an error)."""
+
+    block_out_channels: tuple[int, ...] = Field((32, 64), min_length=1)
+    layers_per_block: int = Field(1, ge=1)
+    attention_heads: int = Field(2, ge=1, description="heads per attention layer (few are faster on CPU)")
+    norm_num_groups: int = Field(32, ge=1)
+    unshuffle_factor: int | None = Field(
+        None, ge=1, description="pixel-unshuffle factor; None: image_size // 16, so the UNet grid is 16 x 16"
+    )
+    max_tokens: int = Field(32, ge=2, description="prompt length in tokens, start/end markers included")
+    text_encoder_path: str | None = Field(
+        None, description="local transformers folder of the text encoder; None: all-MiniLM-L6-v2"
+    )
+    train_text_encoder: bool = False
+    text_encoder_learning_rate: float | None = Field(
+        None, gt=0, description="None: the track budget's text_encoder_learning_rate"
+    )
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    num_train_timesteps: int = Field(1000, ge=2)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    generation_batch_size: int = Field(64, ge=1, description="images per sampling batch")
+    extraction_rows_per_forward: int = Field(
+        160, ge=1, description="(image, timestep) rows per UNet forward when localizing"
+    )
+
+
+class DiffusionModel(Model):
+    """Text-to-image diffusion with cross-attention localization; subclasses choose the text strategy."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({GENERATE, LOCALIZE})
+    Options: ClassVar[type[ModelOptions]] = DiffusionOptions
+    description: ClassVar[str] = "Small diffusers UNet on pixel-unshuffled images, pretrained text encoder."
+
+    def __init__(self, options: ModelOptions | dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.unet: torch.nn.Module | None = None
+        self.text: TextConditioner | None = None
+        self.noise_scheduler: Any = None
+        self.image_size: int | None = None
+        self.factor: int | None = None
+        self.device = torch.device("cpu")
+
+    # ----------------------------------------------------------------------------------- building
+
+    def build_text_conditioner(self) -> TextConditioner:
+        """The text strategy: the pretrained encoder, frozen or trainable per ``train_text_encoder``."""
+        tokenizer, encoder = load_text_encoder(self.options.text_encoder_path)
+        return TextConditioner(tokenizer, encoder, self.options.max_tokens, self.options.train_text_encoder)
+
+    def _build(self, image_size: int, device: torch.device | str) -> None:
+        from diffusers import DDPMScheduler
+
+        opts = self.options
+        self.device = torch.device(device)
+        self.image_size = int(image_size)
+        levels = len(opts.block_out_channels)
+        self.factor = unshuffle_factor_for(self.image_size, opts.unshuffle_factor, levels)
+        self.text = self.build_text_conditioner().to(self.device)
+        self.unet = build_unet(
+            in_channels=self.factor**2,
+            cross_attention_dim=self.text.hidden_size,
+            block_out_channels=tuple(opts.block_out_channels),
+            layers_per_block=opts.layers_per_block,
+            attention_heads=opts.attention_heads,
+            norm_num_groups=opts.norm_num_groups,
+        ).to(self.device)
+        self.unet.eval()
+        self.noise_scheduler = DDPMScheduler(
+            num_train_timesteps=opts.num_train_timesteps, beta_schedule=opts.beta_schedule
+        )
+
+    def _require_fitted(self, image_size: int) -> None:
+        if self.unet is None:
+            raise ProtocolError(f"model {self.model_id!r} must be fitted (fit) or restored (load) before use")
+        if image_size != self.image_size:
+            raise ProtocolError(
+                f"image_size must be the size the model was fitted at ({self.image_size}), "
+                f"but got {image_size}"
+            )
+
+    def _images_tensor(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+        array = np.stack([np.asarray(im, dtype=np.float32) for im in images])
+        return resize_images(torch.from_numpy(array), self.image_size).to(self.device)
+
+    # ------------------------------------------------------------------------------------ contract
+
+    def fit(self, train: Sequence[Sample], budget: TrainingBudget, context: FitContext) -> None:
+        """Train the UNet from scratch (and the encoder when trainable) for exactly ``budget.steps`` steps.
+
+        Deterministic for a seed: ``torch.manual_seed(context.seed)`` before the weights are made, and
+        every random draw of training comes from generators seeded from ``context.seed``.
+        """
+        if not train:
+            raise ProtocolError("train must hold at least one sample, but got none")
+        torch.manual_seed(context.seed)
+        self._build(context.image_size, context.device)
+        clean = to_model_space(self._images_tensor([s.image for s in train]), self.factor)
+        text_lr = self.options.text_encoder_learning_rate or budget.text_encoder_learning_rate
+        train_denoiser(
+            self.unet, self.text, clean, [s.report for s in train], budget, context, self.noise_scheduler,
+            text_learning_rate=text_lr, max_grad_norm=self.options.max_grad_norm,
+        )
+
+    def generate(
+        self, prompts: Sequence[str], seeds: Sequence[int], image_size: int, sampler: SamplerConfig
+    ) -> np.ndarray:
+        """Images (N, H, W) in [0, 1]; each (prompt, seed) gives the same image in any batch."""
+        self._require_fitted(image_size)
+        if len(prompts) != len(seeds):
+            raise ProtocolError(
+                f"prompts and seeds must have the same length, but got {len(prompts)} and {len(seeds)}"
+            )
+        grid = image_size // self.factor
+        shape = (self.factor**2, grid, grid)
+        batch = self.options.generation_batch_size
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(prompts), batch):
+                stop = start + batch
+                samples = sample(self.unet, self.text, list(prompts[start:stop]), list(seeds[start:stop]),
+                                 shape, sampler, self.noise_scheduler.config)
+                out.append(from_model_space(samples, self.factor).cpu())
+        if not out:
+            return np.zeros((0, image_size, image_size), dtype=np.float32)
+        return torch.cat(out).numpy().astype(np.float32)
+
+    def localize(
+        self, images: np.ndarray, queries: Sequence[LocalizationQuery], extraction: ExtractionConfig
+    ) -> list[dict[str, np.ndarray]]:
+        """Cross-attention maps per query and token group, at the input images' resolution.
+
+        Each distinct (sample, report) goes through ``extract_cross_attention`` once: noised to every
+        ``extraction.timesteps`` with noise seeded by ``derive_seed(extraction.noise_seed, sample_id)``,
+        conditioned on its report, no guidance. The token groups are those of ``token_group_weights``.
+        """
+        if self.unet is None:
+            raise ProtocolError(f"model {self.model_id!r} must be fitted (fit) or restored (load) before use")
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim != 3 or len(images) != len(queries):
+            raise ProtocolError(
+                f"images must be (N, H, W) with one image per query ({len(queries)}), "
+                f"but got shape {images.shape}"
+            )
+        horizon = self.noise_scheduler.config.num_train_timesteps
+        bad = [t for t in extraction.timesteps if not 0 <= t < horizon]
+        if bad:
+            raise ProtocolError(f"extraction timesteps must lie in [0, {horizon}), but got {bad}")
+        unique: dict[tuple[str, str], int] = {}
+        slot_of_query = []
+        for i, query in enumerate(queries):
+            key = (query.sample_id, query.report)
+            first = unique.get(key)
+            if first is None or not np.array_equal(images[first], images[i]):
+                unique[key] = first = i
+            slot_of_query.append(first)
+        firsts = sorted(set(slot_of_query))
+        position = {q: k for k, q in enumerate(firsts)}
+
+        with torch.no_grad():
+            clean = to_model_space(self._images_tensor(images[firsts]), self.factor)
+            hidden, mask = self.text.encode([queries[i].report for i in firsts])
+            attention = extract_cross_attention(
+                self.unet, clean, hidden, extraction.timesteps, self.noise_scheduler,
+                [derive_seed(extraction.noise_seed, queries[i].sample_id) for i in firsts],
+                encoder_attention_mask=mask, rows_per_forward=self.options.extraction_rows_per_forward,
+            )
+        maps = []
+        size = tuple(images.shape[1:])
+        for query, first in zip(queries, slot_of_query):
+            spans = self.text.token_spans(query.report)
+            weights = token_group_weights(query.report, query.query_words, spans)
+            maps.append(token_group_maps(attention[position[first]], weights, size))
+        return maps
+
+    # ------------------------------------------------------------------------------- persistence
+
+    def save(self, directory: Path) -> bool:
+        """Write ``model.json`` (options, image size), the UNet and, when trained, the text encoder weights
+        (safetensors). A frozen encoder is not saved: it is the pretrained one."""
+        from safetensors.torch import save_file
+
+        if self.unet is None:
+            return False
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(_contiguous(self.unet.state_dict()), str(directory / UNET_FILE))
+        if self.text.trainable:
+            save_file(_contiguous(self.text.state_dict()), str(directory / TEXT_ENCODER_FILE))
+        state = {
+            "format": STATE_FORMAT,
+            "model_id": self.model_id,
+            "options": self.config(),
+            "image_size": self.image_size,
+            "unshuffle_factor": self.factor,
+        }
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+        return True
+
+    def load(self, directory: Path) -> bool:
+        """Restore what ``save`` wrote. Returns False when ``directory`` holds no saved state, or state
+        saved with other options (it would not be this configuration's fit)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        path = directory / STATE_FILE
+        if not path.is_file():
+            return False
+        state = json.loads(path.read_text())
+        if state.get("format") != STATE_FORMAT or state.get("options") != self.config():
+            return False
+        self._build(state["image_size"], self.device)
+        self.unet.load_state_dict(load_file(str(directory / UNET_FILE), device=str(self.device)))
+        if self.text.trainable:
+            self.text.load_state_dict(load_file(str(directory / TEXT_ENCODER_FILE), device=str(self.device)))
+        return True
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in state.items()}
