@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 SEEDS=${SEEDS:-0}
-cxrbench run frozen-encoder learnable-encoder --track default --seeds $SEEDS --out leaderboard/results
-cxrbench leaderboard --results leaderboard/results --out leaderboard
+"${PYTHON:-python3}" -m cxrbench run frozen-encoder learnable-encoder --track default --seeds $SEEDS --out leaderboard/results
+"${PYTHON:-python3}" -m cxrbench leaderboard --results leaderboard/results --out leaderboard
