@@ -7,7 +7,6 @@ Files (all byte-deterministic for the same records and library versions; no time
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +17,7 @@ from cxrbench.leaderboard.csv_table import render_csv
 from cxrbench.leaderboard.html_page import render_html
 from cxrbench.leaderboard.markdown import render_markdown
 from cxrbench.leaderboard.plot import render_tradeoff
+from cxrbench.results import atomic_write_bytes
 
 MARKDOWN_FILE = "README.md"
 HTML_FILE = "index.html"
@@ -55,7 +55,7 @@ def render_leaderboard(records: Iterable[dict[str, Any]], out_dir: Path) -> list
     written = []
     for name, content in leaderboard_files(records).items():
         path = out_dir / name
-        _atomic_write_bytes(path, content)
+        atomic_write_bytes(path, content)
         written.append(path)
     return written
 
@@ -75,17 +75,3 @@ def check_leaderboard(records: Iterable[dict[str, Any]], out_dir: Path) -> list[
             if not committed.is_file() or committed.read_bytes() != (Path(tmp) / name).read_bytes():
                 stale.append(name)
     return stale
-
-
-def _atomic_write_bytes(path: Path, content: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
