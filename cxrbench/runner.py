@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from cxrbench.data.schema import NO_FINDING, QUERY_WORDS, Sample
 from cxrbench.environment import environment_record
-from cxrbench.errors import ResultError
+from cxrbench.errors import ProtocolError, ResultError
 from cxrbench.model import GENERATE, LOCALIZE, FitContext, LocalizationQuery, Model
 from cxrbench.protocol import Track, derive_seed
 from cxrbench.registry import ModelEntry, Registry, get_registry
@@ -350,6 +351,15 @@ def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], 
     """Run every model on the track for every seed; unknown model ids fail before anything runs."""
     registry = registry or get_registry()
     entries = [registry.model(m) for m in model_ids]
+    for model_id in options or {}:
+        if model_id not in model_ids:
+            raise ProtocolError(f"--option names model {model_id!r}, which is not among the models run: {list(model_ids)}")
+    for entry in entries:
+        try:
+            entry.cls.Options(**(options or {}).get(entry.model_id, {}))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ProtocolError(f"options of model {entry.model_id!r} are not valid: {problems}") from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(workdir) if workdir is not None else out_dir.parent / ".cxrbench-work"

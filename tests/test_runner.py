@@ -131,3 +131,15 @@ def test_every_localization_query_has_a_box_and_a_query_word_in_its_phrase():
     assert queries
     for q in queries:
         assert any(w in q.phrase.lower() for w in q.query_words), q
+
+
+def test_invalid_options_fail_before_anything_runs(tmp_path, registry):
+    from cxrbench.errors import ProtocolError
+
+    with pytest.raises(ProtocolError, match=r"options of model 'dummy' are not valid: bogus: Extra inputs"):
+        run_benchmark(["dummy"], SMOKE, [0], tmp_path / "r", tmp_path / "w", options={"dummy": {"bogus": 1}},
+                      registry=registry, show_progress=False)
+    with pytest.raises(ProtocolError, match="not among the models run"):
+        run_benchmark(["dummy"], SMOKE, [0], tmp_path / "r", tmp_path / "w", options={"exploding": {}},
+                      registry=registry, show_progress=False)
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())
