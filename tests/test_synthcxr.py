@@ -57,7 +57,7 @@ def test_bad_split_and_bad_arguments_raise_data_error():
 def test_fingerprint_is_deterministic_and_sensitive_to_seed_and_size():
     a = SynthCXR(n_train=6, n_test=2, image_size=32, seed=0)
     b = SynthCXR(**a.params())
-    assert a.params() == {"n_train": 6, "n_test": 2, "image_size": 32, "seed": 0}
+    assert a.params() == {"n_train": 6, "n_test": 2, "image_size": 32, "seed": 0, "support_devices": True}
     assert a.fingerprint() == b.fingerprint() and re.fullmatch(r"[0-9a-f]{64}", a.fingerprint())
     assert SynthCXR(n_train=6, n_test=2, image_size=32, seed=1).fingerprint() != a.fingerprint()
     assert SynthCXR(n_train=6, n_test=2, image_size=64, seed=0).fingerprint() != a.fingerprint()

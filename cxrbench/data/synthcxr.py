@@ -106,6 +106,9 @@ _ANATOMY_RANGES: dict[str, tuple[float, float]] = {
     "neck_halfwidth": (0.11, 0.15),
     "shoulder_rise": (0.04, 0.09),
     "body_halfwidth": (0.46, 0.58),
+    "breast": (0.0, 1.0),
+    "breast_size": (0.12, 0.18),
+    "breast_drop": (-0.04, 0.02),
     "soft_density": (0.5, 0.65),
     "core_density": (0.85, 1.05),
     "air_density": (1.05, 1.25),
@@ -116,6 +119,10 @@ _ANATOMY_RANGES: dict[str, tuple[float, float]] = {
     "gamma": (0.85, 1.2),
     "noise_sigma": (0.008, 0.022),
 }
+
+
+#: Anatomy a finding changes (``FindingSpec.anatomy``): how far each hemidiaphragm is lifted.
+_FINDING_ANATOMY = ("dome_lift_right", "dome_lift_left")
 
 
 class Anatomy:
@@ -129,11 +136,16 @@ class Anatomy:
 
     def __init__(self, values: dict[str, float]) -> None:
         self.values = dict(values)
+        # Volume loss (lobar atelectasis) raises a hemidiaphragm; 0 for a patient drawn without findings.
+        for key in _FINDING_ANATOMY:
+            self.values.setdefault(key, 0.0)
+        values = self.values
         self.__dict__.update(values)
         half, asym = self.thorax_halfwidth, self.thorax_asymmetry
         self.thorax = (half + asym, half - asym)
         self.apex = (self.apex_y + self.apex_jitter_right, self.apex_y + self.apex_jitter_left)
         self.costophrenic = (self.costophrenic_y - self.right_dome_rise, self.costophrenic_y)
+        self.dome_lift = (self.dome_lift_right, self.dome_lift_left)
         self.dome = (self.dome_right, self.dome_left)
         self.apex_offset = (self.apex_offset_right, self.apex_offset_left)
         self.hilum_y = self.apex_y + self.hilum_drop
@@ -167,6 +179,16 @@ class FindingSpec:
     geometry: dict[str, float] = field(default_factory=dict)
     texture_seed: int = 0
     phrase: str = ""
+    #: Changes to the patient's anatomy while the finding is drawn (added to ``Anatomy`` values).
+    anatomy: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A support device over the chest: ``kind`` in DEVICE_KINDS and its geometry."""
+
+    kind: str
+    geometry: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -180,6 +202,7 @@ class StudySpec:
     findings: tuple[FindingSpec, ...]
     report: str
     texture_entropy: tuple[int, ...]
+    devices: tuple[DeviceSpec, ...] = ()
 
     @property
     def cardiothoracic_ratio(self) -> float:
@@ -229,7 +252,7 @@ def _dome_y(a: Anatomy, side: int, d: np.ndarray | float) -> np.ndarray:
     tw, cp = a.thorax[side], a.costophrenic[side]
     dome = a.dome[side]
     peak = 0.45 * tw
-    return cp - dome * (1.0 - ((np.asarray(d) - peak) / (tw - peak)) ** 2)
+    return cp - a.dome_lift[side] - dome * (1.0 - ((np.asarray(d) - peak) / (tw - peak)) ** 2)
 
 
 def _zone_y(a: Anatomy, side: int, t: float) -> float:
@@ -242,7 +265,7 @@ def _heart_extent(a: Anatomy, ctr: float) -> tuple[float, float, float, float]:
     width = ctr * a.thoracic_width
     right = width * a.heart_right_fraction
     left = width - right
-    floor = _dome_y(a, 1, left)
+    floor = _dome_y(a, 1, left) + a.dome_lift[1]  # a lifted dome covers the heart's floor, not reshapes it
     top = a.hilum_y + a.heart_top_offset - 0.3 * (ctr - 0.45)  # a large heart also rises higher
     return right, left, top, floor
 
@@ -321,6 +344,11 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
+def _pick_weighted(rng: np.random.Generator, options: tuple[str, ...], weights: tuple[float, ...]) -> str:
+    cumulative = np.cumsum(weights) / np.sum(weights)
+    return options[min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(options) - 1)]
+
+
 #: Report templates per finding. Placeholders: {sev} severity, {adv} its adverb, {side}, {where} the
 #: zone, {prep} its preposition, {size} "small " for small opacities. The first two are the concise
 #: forms used when a report states two findings. A template with a severity set applies only to those.
@@ -355,6 +383,11 @@ _TEMPLATES: dict[str, tuple[tuple[str, frozenset[str] | None], ...]] = {
         ("Plate-like atelectasis {prep} the {where}.", None), ("{where} subsegmental atelectasis.", None),
         ("Minimal plate-like atelectasis {prep} the {where}.", None),
     ),
+    "Atelectasis/lobar": (
+        ("{side} lower lobe atelectasis.", None), ("{where} atelectasis with volume loss.", None),
+        ("Atelectasis of the {side} lower lobe.", None),
+        ("{side} basilar atelectasis with elevation of the hemidiaphragm.", None),
+    ),
     "Edema": (
         ("{sev} pulmonary edema.", None), ("{sev} perihilar edema.", None),
         ("{sev} interstitial edema.", None),
@@ -364,16 +397,24 @@ _TEMPLATES: dict[str, tuple[tuple[str, frozenset[str] | None], ...]] = {
         ("Focal opacity {prep} the {where}.", None), ("{size}rounded opacity {prep} the {where}.", None),
         ("Nodular opacity {prep} the {where}.", None),
     ),
+    "Lung Opacity/hazy": (
+        ("Hazy opacity {prep} the {where}.", None), ("{where} opacity.", None),
+        ("Ill-defined opacity {prep} the {where}.", None), ("Patchy opacity {prep} the {where}.", None),
+    ),
 }
 
 
 def _finding_phrase(rng: np.random.Generator, label: str, side: str | None, zone: str | None,
-                    severity: str | None, concise: bool = False) -> str:
-    """The sentence that states one finding; it always contains one of the class's query words."""
+                    severity: str | None, concise: bool = False, variant: str | None = None) -> str:
+    """The sentence that states one finding; it always contains one of the class's query words.
+
+    ``variant`` selects the templates of a drawing variant (``"Atelectasis/lobar"``, ``"Lung Opacity/hazy"``).
+    """
     where, prep = ("", "")
     if zone is not None and side is not None:
         where, prep = _zone_phrase(rng, side, zone, concise)
-    options = [t for t, only in _TEMPLATES[label] if only is None or severity in only]
+    key = label if variant is None else f"{label}/{variant}"
+    options = [t for t, only in _TEMPLATES[key] if only is None or severity in only]
     template = _pick(rng, tuple(options[:2] if concise else options))
     text = template.format(sev=severity or "", adv=_ADVERB.get(severity or "", ""), side=side or "",
                            where=where, prep=prep, size="small " if severity == "small" else "")
@@ -442,8 +483,10 @@ def _draw_finding(rng: np.random.Generator, a: Anatomy, label: str, side_index: 
                   concise: bool = False) -> FindingSpec:
     side = SIDES[side_index]
     geometry: dict[str, float] = {}
+    anatomy_change: dict[str, float] = {}
     zone: str | None = None
     severity: str | None = None
+    variant: str | None = None
     if label == "Cardiomegaly":
         geometry["ctr"] = _u(rng, 0.54, 0.66)
         severity = "mild" if geometry["ctr"] < 0.58 else ("moderate" if geometry["ctr"] < 0.62 else "marked")
@@ -454,7 +497,7 @@ def _draw_finding(rng: np.random.Generator, a: Anatomy, label: str, side_index: 
         geometry.update(level=_u(rng, *level), meniscus=_u(rng, 0.04, 0.08), fade=_u(rng, 0.015, 0.03),
                         strength=_u(rng, 0.85, 0.95))
     elif label == "Pneumothorax":
-        severity = _pick(rng, SEVERITIES[label])
+        severity = _pick_weighted(rng, SEVERITIES[label], (0.45, 0.35, 0.2))
         # Pleural air separates the lung from the apex by ``depth`` and from the lateral wall by a rim
         # that thins to nothing at ``extent`` of the lung height.
         depth, extent = {"small": ((0.045, 0.06), (0.3, 0.45)), "moderate": ((0.065, 0.085), (0.6, 0.8)),
@@ -469,33 +512,87 @@ def _draw_finding(rng: np.random.Generator, a: Anatomy, label: str, side_index: 
     elif label == "Pneumonia":
         zone = _pick(rng, ZONES)
         # An ill-defined cloud broken up into patches: an elliptical envelope times thresholded noise.
-        d, y = _sample_point(a, side_index, zone, rng, margin=0.07)
-        geometry.update(d=d, y=y, rx=_u(rng, 0.09, 0.13), ry=_u(rng, 0.07, 0.1), patchiness=_u(rng, 0.3, 0.6),
+        d, y = _sample_point(a, side_index, zone, rng, margin=0.08)
+        geometry.update(d=d, y=y, rx=_u(rng, 0.10, 0.15), ry=_u(rng, 0.09, 0.14), patchiness=_u(rng, 0.3, 0.6),
                         strength=_u(rng, 0.6, 0.75))
     elif label == "Atelectasis":
         zone = "lower"
-        d, y = _sample_point(a, side_index, zone, rng, margin=0.06)
-        geometry.update(d=d, y=y, length=_u(rng, 0.10, 0.17), thickness=_u(rng, 0.008, 0.013),
-                        angle=_u(rng, -0.25, 0.25), strength=_u(rng, 0.75, 0.9))
+        if rng.random() < 0.5:  # plate-like (subsegmental): a thin, near horizontal band
+            d, y = _sample_point(a, side_index, zone, rng, margin=0.06)
+            geometry.update(d=d, y=y, length=_u(rng, 0.12, 0.2), thickness=_u(rng, 0.009, 0.015),
+                            angle=_u(rng, -0.25, 0.25), strength=_u(rng, 0.75, 0.9))
+        else:  # lobar: a dense wedge along the medial base with volume loss (the dome rises)
+            variant = "lobar"
+            geometry.update(lobar=1.0, top=_u(rng, 0.45, 0.6), width=_u(rng, 0.1, 0.16),
+                            strength=_u(rng, 0.6, 0.8))
+            lift_key = "dome_lift_right" if side_index == 0 else "dome_lift_left"
+            anatomy_change[lift_key] = _u(rng, 0.02, 0.04)
     elif label == "Edema":
         severity = _pick(rng, SEVERITIES[label])
         strength = (0.35, 0.45) if severity == "mild" else (0.5, 0.62)
-        geometry.update(rx=_u(rng, 0.13, 0.17), ry=_u(rng, 0.15, 0.2), strength=_u(rng, *strength))
+        geometry.update(rx=_u(rng, 0.13, 0.17), ry=_u(rng, 0.15, 0.2), strength=_u(rng, *strength),
+                        septal_lines=_u(rng, 0.5, 1.0), line_phase=_u(rng, 0.0, 1.0))
         side = "bilateral"
     elif label == "Lung Opacity":
         zone = _pick(rng, ZONES)
-        radius = _u(rng, 0.035, 0.06)
-        severity = "small" if radius < 0.042 else None
-        d, y = _sample_point(a, side_index, zone, rng, margin=radius + 0.01)
-        geometry.update(d=d, y=y, radius=radius, strength=_u(rng, 0.6, 0.75))
+        if rng.random() < 0.5:  # rounded, nodular
+            radius = _u(rng, 0.035, 0.06)
+            severity = "small" if radius < 0.042 else None
+            d, y = _sample_point(a, side_index, zone, rng, margin=radius + 0.01)
+            geometry.update(d=d, y=y, radius=radius, strength=_u(rng, 0.6, 0.75))
+        else:  # hazy, ill-defined
+            variant = "hazy"
+            rx, ry = _u(rng, 0.07, 0.1), _u(rng, 0.08, 0.12)
+            d, y = _sample_point(a, side_index, zone, rng, margin=0.07)
+            geometry.update(d=d, y=y, rx=rx, ry=ry, hazy=1.0, strength=_u(rng, 0.45, 0.6))
     texture_seed = int(rng.integers(2**31))
     phrase_side = side if side in SIDES else None
-    phrase = _finding_phrase(rng, label, phrase_side, zone, severity, concise)
-    return FindingSpec(label, side, zone, severity, geometry, texture_seed, phrase)
+    phrase = _finding_phrase(rng, label, phrase_side, zone, severity, concise, variant=variant)
+    return FindingSpec(label, side, zone, severity, geometry, texture_seed, phrase, anatomy_change)
 
 
-def study_spec(seed: int, split: str, index: int) -> StudySpec:
-    """The specification of study ``index`` of ``split``: a pure function of ``(seed, split, index)``."""
+#: Support devices and how often a study has each (independently); reports name the line and the tube.
+DEVICE_KINDS: dict[str, float] = {"ecg_leads": 0.08, "central_line": 0.06, "endotracheal_tube": 0.03}
+_DEVICE_SENTENCES = {
+    "central_line": ("Right IJ line tip in the SVC.", "Right central line in place."),
+    "endotracheal_tube": ("Endotracheal tube in place.", "ET tube above the carina."),
+}
+
+
+def _draw_devices(rng: np.random.Generator, a: Anatomy) -> tuple[DeviceSpec, ...]:
+    devices = []
+    for kind, rate in DEVICE_KINDS.items():
+        if rng.random() >= rate:
+            continue
+        if kind == "ecg_leads":
+            count = int(rng.integers(2, 5))
+            g = {f"x{i}": _u(rng, 0.12, 0.88) for i in range(count)}
+            g.update({f"y{i}": _u(rng, 0.06, 0.3) for i in range(count)})
+            g["count"] = float(count)
+        elif kind == "central_line":
+            g = {"entry_d": _u(rng, 0.16, 0.24), "entry_y": a.apex_y + a.clavicle_drop + _u(rng, -0.02, 0.02),
+                 "tip_y": a.hilum_y + _u(rng, -0.05, 0.0)}
+        else:
+            g = {"tip_y": a.apex_y + a.carina_drop - _u(rng, 0.03, 0.06)}
+        devices.append(DeviceSpec(kind, g))
+    return tuple(devices)
+
+
+def _with_device_sentences(rng: np.random.Generator, report: str, devices: tuple[DeviceSpec, ...]) -> str:
+    for device in devices:
+        if device.kind in _DEVICE_SENTENCES:
+            sentence = _pick(rng, _DEVICE_SENTENCES[device.kind])
+            if len(report) + 1 + len(sentence) <= _MAX_REPORT_CHARS:
+                report = f"{report} {sentence}"
+    return report
+
+
+def study_spec(seed: int, split: str, index: int, support_devices: bool = True) -> StudySpec:
+    """The specification of study ``index`` of ``split``: a pure function of ``(seed, split, index)``.
+
+    Support devices are drawn from their own random stream, so ``support_devices=False`` gives the same
+    patients, findings and reports, only without devices (and without the sentences naming them).
+    """
     labels = _block_composition(seed, split, index // _BLOCK)[index % _BLOCK]
     rng = np.random.default_rng(_seed_entropy(seed, split, 1, index))
     anatomy = _draw_anatomy(rng)
@@ -505,9 +602,15 @@ def study_spec(seed: int, split: str, index: int) -> StudySpec:
         side = first_side if k == 0 else 1 - first_side
         findings.append(_draw_finding(rng, anatomy, label, side, concise=len(labels) > 1))
     report = _compose_report(rng, tuple(findings))
+    devices: tuple[DeviceSpec, ...] = ()
+    if support_devices:
+        device_rng = np.random.default_rng(_seed_entropy(seed, split, 3, index))
+        devices = _draw_devices(device_rng, anatomy)
+        report = _with_device_sentences(device_rng, report, devices)
     return StudySpec(
         id=f"synthcxr-{split}-{index:06d}", split=split, index=index, anatomy=anatomy,
         findings=tuple(findings), report=report, texture_entropy=tuple(_seed_entropy(seed, split, 2, index)),
+        devices=devices,
     )
 
 
@@ -677,6 +780,15 @@ def _soft_tissue_and_core(a: Anatomy, c: _Canvas, tex: dict[str, np.ndarray]) ->
     ratio = dist / body_half
     body = _ramp(body_half - dist, 2.5 * e) * (1.0 - 0.35 * ratio * ratio)
     attenuation = a.soft_density * body * (1.0 + 0.06 * tex["soft"])
+    # Breast shadows (about half of the patients): soft-tissue density over the lower zones, densest
+    # towards a sharp inferior margin.
+    breast = 0.25 * np.clip(2.0 * a.breast - 1.0, 0.0, 1.0)
+    for s in _PATIENT_SIDES:
+        bx = a.cx + (-1.0 if s == 0 else 1.0) * (a.thorax[s] - 0.09)
+        by = a.costophrenic_y - 0.13 + a.breast_drop
+        q = np.sqrt(((u - bx) * (1.0 / (1.15 * a.breast_size))) ** 2 + ((v - by) * (1.0 / a.breast_size)) ** 2)
+        lower = _rise(v - by + a.breast_size, a.breast_size)
+        attenuation = attenuation + breast * _ramp(1.0 - q, 0.12) * lower * body
     # The dense core (mediastinum, heart, abdomen) follows the lateral lung borders; the chest wall
     # outside them is soft tissue and ribs only.
     below_apex = [_rise(v - a.apex[s] + 0.03, 0.02) for s in _PATIENT_SIDES]
@@ -816,6 +928,15 @@ def _opacity(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[np.ndarray, lis
         cloud = np.sqrt(_biweight(((u - x) * (1.0 / g["rx"])) ** 2 + ((v - g["y"]) * (1.0 / g["ry"])) ** 2))
         patches = _rise(_smooth_noise(rng, c.res, 20) + g["patchiness"], 1.2)
         weights = [g["strength"] * cloud * (0.4 + 0.6 * patches) * c.lung]
+    elif label == "Atelectasis" and g.get("lobar"):
+        # A collapsed lower lobe: a wedge along the mediastinum widening to the (lifted) dome, dense
+        # even behind the heart, where it shows as a retrocardiac opacity.
+        top = _zone_y(a, side, g["top"])
+        border = _mediastinal_border(a, side, v)
+        grow = np.clip((v - top) * (1.0 / max(a.costophrenic[side] - top, 1e-3)), 0.0, 1.0)
+        wedge = _ramp(v - top, 0.03) * _ramp(border + g["width"] * grow - ds, 0.03) * (ds > 0)
+        weight = g["strength"] * wedge * c.lung_shape[side]
+        return weight * (0.8 * a.air_density + 0.3), [weight]
     elif label == "Atelectasis":
         x = _x_of(a, side, g["d"])
         cos_, sin_ = np.cos(g["angle"]), np.sin(g["angle"])
@@ -831,7 +952,19 @@ def _opacity(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[np.ndarray, lis
             dsd = _side_rows(a, u, sd)
             q = ((dsd - a.hilum_offset - 0.03) * (1.0 / g["rx"])) ** 2 + (
                 (v - a.hilum_y - 0.02) * (1.0 / g["ry"])) ** 2
-            weights.append(g["strength"] * np.sqrt(_biweight(q)) * mottle * c.lung * (dsd > 0))
+            haze = g["strength"] * np.sqrt(_biweight(q)) * mottle
+            # Interstitial (Kerley B) lines: short horizontal septal lines at the lateral lung base.
+            lateral = _lung_extent(a, sd, v)[1]
+            septa = _rise(_wave((2.0 * np.pi / 0.03) * v + 2.0 * np.pi * g["line_phase"]) - 0.6, 0.3)
+            septa = septa * _rise(_smooth_noise(rng, c.res, 12), 0.8)  # lines come and go
+            near_wall = _ramp(0.03 - (lateral - dsd), 0.015) * _rise(v - _zone_y(a, sd, 0.6), 0.08)
+            lines = 0.3 * g["septal_lines"] * septa * near_wall
+            weights.append(np.maximum(haze, lines) * c.lung * (dsd > 0))
+    elif label == "Lung Opacity" and g.get("hazy"):
+        x = _x_of(a, side, g["d"])
+        cloud = np.sqrt(_biweight(((u - x) * (1.0 / g["rx"])) ** 2 + ((v - g["y"]) * (1.0 / g["ry"])) ** 2))
+        weights = [g["strength"] * cloud * c.lung]
+        extra = 0.05
     elif label == "Lung Opacity":
         x = _x_of(a, side, g["d"])
         dist = np.sqrt((u - x) ** 2 + (v - g["y"]) ** 2)
@@ -844,31 +977,73 @@ def _opacity(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[np.ndarray, lis
     return total * (c.air + extra), weights
 
 
+def _device(device: DeviceSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
+    """Attenuation of one support device (metal and radio-opaque plastic are bright)."""
+    u, v, e = c.u, c.v, c.edge
+    g = device.geometry
+    if device.kind == "ecg_leads":
+        out = np.zeros((c.res, c.res), dtype=np.float32)
+        for i in range(int(g["count"])):
+            dist = np.sqrt((u - g[f"x{i}"]) ** 2 + (v - g[f"y{i}"]) ** 2)
+            out = out + 0.5 * _ramp(0.014 - dist, e) + 0.4 * _ramp(0.005 - dist, e)
+        return out
+    if device.kind == "central_line":
+        # From the right internal jugular / subclavian region down to the superior vena cava.
+        x0, y0 = a.cx - g["entry_d"], g["entry_y"]
+        xt, yt = a.cx - 0.03, g["tip_y"]
+        t = np.clip((v - y0) * (1.0 / (yt - y0)), 0.0, 1.0)
+        x = xt + (x0 - xt) * (1.0 - t) ** 2
+        slope = -2.0 * (x0 - xt) * (1.0 - t) * (1.0 / (yt - y0))
+        dist = np.abs(u - x) / np.sqrt(1.0 + slope * slope)
+        return 0.45 * _ramp(0.004 - dist, e) * _ramp(v - y0, e) * _ramp(yt - v, e)
+    # Endotracheal tube: two walls along the trachea ending above the carina.
+    walls = _ramp(0.003 - np.abs(np.abs(u - a.cx - 0.004) - 0.008), e)
+    return 0.3 * walls * _ramp(g["tip_y"] - v, e)
+
+
 def _draw_findings(spec: StudySpec, drawn: list[FindingSpec], c: _Canvas, attenuation: np.ndarray,
-                   factor: int, size: int) -> dict[str, tuple[Box, ...]]:
-    """Add the drawn findings of one study to its ``attenuation`` (in place); returns their boxes."""
-    a = spec.anatomy
-    boxes: dict[str, tuple[Box, ...]] = {}
+                   factor: int, size: int, a: Anatomy) -> dict[int, tuple[Box, ...]]:
+    """Add the drawn findings of one study (anatomy ``a`` as drawn) to its ``attenuation`` (in place);
+    returns their boxes by ``id()`` of the finding (a class may be drawn in both lungs)."""
+    boxes: dict[int, tuple[Box, ...]] = {}
     for f in drawn:
         if f.label == "Cardiomegaly":
             dome_row = np.where(c.left_half, _dome_y(a, 0, c.d), _dome_y(a, 1, c.d))
             visible = c.heart * _ramp(dome_row + 0.01 - c.v, c.edge)
-            boxes[f.label] = (_box_from_weight(visible, factor, (a.cx, a.costophrenic_y - 0.1), size),)
+            boxes[id(f)] = (_box_from_weight(visible, factor, (a.cx, a.costophrenic_y - 0.1), size),)
         elif f.label == "Pneumothorax":
             change, weight = _pneumothorax(f, a, c)
             attenuation += change
             fallback = (_x_of(a, SIDES.index(f.side), 0.2), a.apex_y + 0.05)
-            boxes[f.label] = (_box_from_weight(weight, factor, fallback, size),)
+            boxes[id(f)] = (_box_from_weight(weight, factor, fallback, size),)
         else:
             change, weights = _opacity(f, a, c)
             attenuation += change
-            boxes[f.label] = tuple(_box_from_weight(w, factor, (a.cx, 0.5), size) for w in weights)
+            if f.anatomy:  # volume loss: the band the lifted dome moved through belongs to the finding too
+                side = SIDES.index(f.side)
+                ds = _side_rows(a, c.u, side)
+                band = _ramp(_dome_y(spec.anatomy, side, ds) - c.v, c.edge) - _ramp(_dome_y(a, side, ds) - c.v, c.edge)
+                band = band * _lung_fields(spec.anatomy, side, c.u, c.v, c.edge)[0]
+                weights = [np.maximum(weights[0], band)] + list(weights[1:])
+            boxes[id(f)] = tuple(_box_from_weight(w, factor, (a.cx, 0.5), size) for w in weights)
     return boxes
 
 
 def _oversampling(size: int) -> int:
     """Render small images at twice the size and box-downsample, so thin structures keep their weight."""
     return 2 if size <= 32 else 1
+
+
+def _drawn_anatomy(spec: StudySpec, drawn: list[FindingSpec]) -> Anatomy:
+    """The patient's anatomy with the changes of the findings that are drawn (e.g. a lifted dome)."""
+    changes = [f.anatomy for f in drawn if f.anatomy]
+    if not changes:
+        return spec.anatomy
+    values = dict(spec.anatomy.values)
+    for change in changes:
+        for key, delta in change.items():
+            values[key] = values[key] + delta
+    return Anatomy(values)
 
 
 def render_studies(specs: list[StudySpec], size: int, labels: Collection[str] | None = None
@@ -887,20 +1062,24 @@ def render_studies(specs: list[StudySpec], size: int, labels: Collection[str] | 
         next((f.geometry["ctr"] for f in fs if f.label == "Cardiomegaly"), s.anatomy.heart_ctr)
         for s, fs in zip(specs, drawn)
     ], dtype=np.float32).reshape(-1, 1, 1)
-    a = Anatomy.stack([s.anatomy for s in specs])
+    anatomies = [_drawn_anatomy(s, fs) for s, fs in zip(specs, drawn)]
+    a = Anatomy.stack(anatomies)
     tex = _textures(specs, res, size)
     c = _canvas(a, res, ctr, tex)
     attenuation = _soft_tissue_and_core(a, c, tex)
-    boxes = [_draw_findings(s, fs, _study_canvas(c, b), attenuation[b], factor, size) if fs else {}
+    boxes = [_draw_findings(s, fs, _study_canvas(c, b), attenuation[b], factor, size, anatomies[b]) if fs else {}
              for b, (s, fs) in enumerate(zip(specs, drawn))]
     attenuation = attenuation + _bones(a, c)
+    for b, s in enumerate(specs):
+        for device in s.devices:
+            attenuation[b] += _device(device, anatomies[b], _study_canvas(c, b))
     image = 1.0 - np.exp(-a.exposure * np.maximum(attenuation, 0.0).astype(np.float64))
     image = np.clip((image - a.black) * (1.0 / (a.white - a.black)), 0.0, 1.0) ** a.gamma
     if factor == 2:
         top_pair = image[:, 0::2, 0::2] + image[:, 1::2, 0::2]
         image = 0.25 * (top_pair + (image[:, 0::2, 1::2] + image[:, 1::2, 1::2]))
     image = np.clip(image + a.noise_sigma * tex["noise"], 0.0, 1.0).astype(np.float32)
-    return [(image[b], [boxes[b].get(f.label, ()) for f in s.findings]) for b, s in enumerate(specs)]
+    return [(image[b], [boxes[b].get(id(f), ()) for f in s.findings]) for b, s in enumerate(specs)]
 
 
 def render_study(spec: StudySpec, size: int, labels: Collection[str] | None = None
@@ -928,6 +1107,8 @@ class SynthCXR:
         n_test: number of test studies.
         image_size: side of the square images in pixels (16 or more; 32, 64, 128, 256 are typical).
         seed: dataset seed; study ``i`` of a split depends only on ``(seed, split, i)``.
+        support_devices: draw support devices (ECG leads, central lines, endotracheal tubes) in the
+            studies that have them; False gives the same studies without devices.
 
     Raises:
         DataError: for a negative size, an image size below 16 or a negative seed.
@@ -939,9 +1120,10 @@ class SynthCXR:
     """
 
     name = "synthcxr"
-    version = "1"
+    version = "2"
 
-    def __init__(self, n_train: int, n_test: int, image_size: int = 64, seed: int = 0) -> None:
+    def __init__(self, n_train: int, n_test: int, image_size: int = 64, seed: int = 0,
+                 support_devices: bool = True) -> None:
         checks = (("n_train", n_train, 0), ("n_test", n_test, 0), ("image_size", image_size, 16),
                   ("seed", seed, 0))
         for arg, value, low in checks:
@@ -951,16 +1133,19 @@ class SynthCXR:
         self.n_test = int(n_test)
         self.image_size = int(image_size)
         self.seed = int(seed)
+        if not isinstance(support_devices, bool):
+            raise DataError(f"SynthCXR support_devices must be true or false, but got {support_devices!r}")
+        self.support_devices = support_devices
         self._cache: dict[str, list[Sample]] = {}
 
     def __repr__(self) -> str:
         return (f"SynthCXR(n_train={self.n_train}, n_test={self.n_test}, image_size={self.image_size}, "
-                f"seed={self.seed})")
+                f"seed={self.seed}, support_devices={self.support_devices})")
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments: ``SynthCXR(**ds.params())`` builds the same dataset."""
         return {"n_train": self.n_train, "n_test": self.n_test, "image_size": self.image_size,
-                "seed": self.seed}
+                "seed": self.seed, "support_devices": self.support_devices}
 
     def _size_of(self, split: str) -> int:
         if split not in SPLITS:
@@ -972,13 +1157,13 @@ class SynthCXR:
         n = self._size_of(split)
         if not 0 <= index < n:
             raise DataError(f"index must be in [0, {n}) for split {split!r}, but got {index!r}")
-        return study_spec(self.seed, split, index)
+        return study_spec(self.seed, split, index, self.support_devices)
 
     def split(self, split: str) -> list[Sample]:
         """All samples of ``split`` ("train" or "test"), in index order; generated once and cached."""
         n = self._size_of(split)
         if split not in self._cache:
-            specs = [study_spec(self.seed, split, i) for i in range(n)]
+            specs = [study_spec(self.seed, split, i, self.support_devices) for i in range(n)]
             chunk = max(1, _BATCH_PIXELS // (self.image_size * _oversampling(self.image_size)) ** 2)
             samples: list[Sample] = []
             for start in range(0, n, chunk):
@@ -997,7 +1182,7 @@ class SynthCXR:
 
     def fingerprint(self) -> str:
         """SHA-256 over both splits: ids, reports, labels, phrases, boxes and images quantized to uint8."""
-        digest = hashlib.sha256(f"synthcxr-v{self.version}|{self.image_size}".encode())
+        digest = hashlib.sha256(f"synthcxr-v{self.version}|{self.image_size}|{self.support_devices}".encode())
         for split in SPLITS:
             for sample in self.split(split):
                 digest.update(sample.id.encode())
@@ -1008,5 +1193,5 @@ class SynthCXR:
         return digest.hexdigest()
 
 
-__all__ = ["SynthCXR", "StudySpec", "FindingSpec", "Anatomy", "render_study", "render_studies", "study_spec",
+__all__ = ["SynthCXR", "StudySpec", "FindingSpec", "DeviceSpec", "DEVICE_KINDS", "Anatomy", "render_study", "render_studies", "study_spec",
            "SPLITS", "ZONES", "SIDES", "SEVERITIES"]
