@@ -1,4 +1,5 @@
-"""Built-in datasets and feature extractors, registered through the same hooks as any plugin."""
+"""Built-in models (the box-prior baseline), datasets and feature extractors, registered through the same
+hooks as any plugin."""
 
 from __future__ import annotations
 
@@ -14,17 +15,60 @@ def _synthcxr(**params: Any) -> Any:
     return SynthCXR(**params)
 
 
+def _synthcxr_openi(**params: Any) -> Any:
+    from cxrbench.data.openi import OpenISynthCXR
+
+    return OpenISynthCXR(**params)
+
+
+def _real(class_name: str) -> Callable[..., Any]:
+    """A lazy factory of a real-dataset adapter (root from ``root`` or its CXRBENCH_*_ROOT variable)."""
+
+    def factory(**params: Any) -> Any:
+        from cxrbench.data import adapters
+
+        return getattr(adapters, class_name)(**params)
+
+    return factory
+
+
 def _domain_evaluator() -> Any:
     from cxrbench.metrics.evaluator import DomainEvaluator
 
     return DomainEvaluator.load()
 
 
+def _inception() -> Any:
+    from cxrbench.metrics.extractors import InceptionExtractor
+
+    return InceptionExtractor.load()
+
+
+def _xrv() -> Any:
+    from cxrbench.metrics.extractors import XRVExtractor
+
+    return XRVExtractor.load()
+
+
+@hookimpl
+def cxrbench_register_models(register: Callable[[type], None]) -> None:
+    from cxrbench.box_prior import BoxPriorModel
+
+    register(BoxPriorModel)
+
+
 @hookimpl
 def cxrbench_register_datasets(register: Callable[[str, Callable[..., object]], None]) -> None:
     register("synthcxr", _synthcxr)
+    register("synthcxr-openi", _synthcxr_openi)
+    register("mimic-cxr+ms-cxr", _real("MimicCXR"))
+    register("chestx-ray14", _real("ChestXray14"))
+    register("vindr-cxr", _real("VinDrCXR"))
+    register("chexpert", _real("CheXpert"))
 
 
 @hookimpl
 def cxrbench_register_feature_extractors(register: Callable[[str, Callable[..., object]], None]) -> None:
     register("domain", _domain_evaluator)
+    register("inception", _inception)
+    register("xrv", _xrv)

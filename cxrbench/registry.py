@@ -26,6 +26,8 @@ from cxrbench.model import CAPABILITIES, Model
 DEFAULT_PLUGINS: tuple[str, ...] = ("cxrbench.builtins",)
 ENTRY_POINT_GROUP = "cxrbench"
 MODEL_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+#: Dataset and feature-extractor names: as model ids, and "+" for combined datasets ("mimic-cxr+ms-cxr").
+FACTORY_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -180,8 +182,8 @@ def _collect(registry: Registry) -> None:
     def factory_register(table: dict[str, FactoryEntry], kind: str) -> Callable[[PluginInfo], Callable]:
         def make(info: PluginInfo) -> Callable[[str, Callable[..., Any]], None]:
             def register(name: str, factory: Callable[..., Any]) -> None:
-                if not isinstance(name, str) or not MODEL_ID_PATTERN.match(name):
-                    raise PluginError(f"{kind} name must match {MODEL_ID_PATTERN.pattern}, but got {name!r}")
+                if not isinstance(name, str) or not FACTORY_NAME_PATTERN.match(name):
+                    raise PluginError(f"{kind} name must match {FACTORY_NAME_PATTERN.pattern}, but got {name!r}")
                 if not callable(factory):
                     raise PluginError(f"{kind} {name!r} from {info.distribution}: factory must be callable")
                 if name in table:
