@@ -79,13 +79,25 @@ class ExtractionConfig:
 
 @dataclass
 class FitContext:
-    """What ``fit`` gets besides data and budget: the seed, a private work folder and a progress hook."""
+    """What ``fit`` gets besides data and budget: the seed, a private work folder and a progress hook.
+
+    ``checkpoint_every``: a model that can checkpoint its training writes its state every that many steps
+    under ``checkpoint_dir`` and, when fitted again with the same data, budget and seed, resumes from the
+    latest one instead of starting over (None: no checkpoints). Resuming gives the same model as an
+    uninterrupted fit.
+    """
 
     seed: int
     workdir: Path
     image_size: int
     progress: Callable[[int, dict[str, float]], None] = field(default=lambda step, logs: None)
     device: str = "cpu"
+    checkpoint_every: int | None = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where training checkpoints go: ``workdir / "checkpoints"``."""
+        return Path(self.workdir) / "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,9 @@ class Model:
     capabilities: ClassVar[frozenset[str]] = frozenset()
     Options: ClassVar[type[ModelOptions]] = ModelOptions
     description: ClassVar[str] = ""
+    #: Non-empty for a reference baseline (e.g. the box prior) rather than a competing model: results record
+    #: this label, and the leaderboard shows the entry under it, marked as a baseline and not ranked.
+    baseline: ClassVar[str] = ""
 
     def __init__(self, options: ModelOptions | dict[str, Any] | None = None) -> None:
         if isinstance(options, ModelOptions):

@@ -42,10 +42,16 @@ class Track:
     runs_on: str = "cpu"
     #: Where the data must be on disk for tracks on real datasets (None: embedded data).
     data_root_env: str | None = None
+    #: Feature extractors whose FID, KID, precision and recall every result of the track reports (one whose
+    #: weights are missing is reported as unavailable). Optional extractors with configured weights are
+    #: added (``cxrbench.scoring.feature_extractors_to_run``). Not hashed: they add metrics to a result
+    #: without changing any other, so results with and without them stay comparable.
+    feature_extractors: tuple[str, ...] = ("domain",)
 
     def definition(self) -> dict[str, Any]:
-        """The JSON-ready definition the hash is taken over."""
+        """The JSON-ready definition the hash is taken over (everything but ``feature_extractors``)."""
         d = asdict(self)
+        d.pop("feature_extractors")
         d["seeds"] = list(self.seeds)
         d["extraction"] = self.extraction.to_dict()
         return d
@@ -72,7 +78,7 @@ def _last_ddim_timesteps(total_train: int = 1000, ddim_steps: int = 50, keep: in
 TRACKS: dict[str, Track] = {
     "smoke": Track(
         name="smoke",
-        version="1",
+        version="2",  # 2: SynthCXR v2
         description="Plugin compliance and the whole pipeline in seconds: tiny SynthCXR, a few dozen steps.",
         dataset=DatasetSpec("synthcxr", {"n_train": 48, "n_test": 16, "image_size": 32, "seed": 0}),
         image_size=32,
@@ -85,7 +91,7 @@ TRACKS: dict[str, Track] = {
     ),
     "default": Track(
         name="default",
-        version="1",
+        version="2",  # 2: SynthCXR v2
         description=(
             "The main job on 2 CPU cores: SynthCXR 64 px, small UNet fine-tuned for a fixed step budget, "
             "grounding with attention of 10 batched timesteps."
@@ -122,6 +128,7 @@ TRACKS: dict[str, Track] = {
         seeds=(0,),
         runs_on="gpu",
         data_root_env="CXRBENCH_MIMIC_ROOT",
+        feature_extractors=("domain", "inception", "xrv"),
     ),
 }
 

@@ -8,10 +8,12 @@ One result JSON per (model, track, seed). Shape (schema version 1)::
       "error": null | {"stage": str, "type": str, "message": str},
       "created": ISO-8601 UTC timestamp,
       "track": {"name", "version", "hash"},
-      "plugin": {"model", "distribution", "version", "config": {...}, "capabilities": [...]},
+      "plugin": {"model", "distribution", "version", "config": {...}, "capabilities": [...],
+                 "baseline": str|null (optional; the label of a reference baseline such as the box prior)},
       "seed": int,
       "dataset": {"name", "params", "fingerprint", "n_train", "n_test"},
-      "evaluators": {"domain": {"sha256", "resize_method"}, ...},
+      "evaluators": {EXTRACTOR: {"name", "available", "sha256", "feature_dim", "resize_method", ...}
+                     | {"name", "available": false, "note"}},
       "environment": {"python", "platform", "torch", "diffusers", "transformers", "cxrbench", "device", "world_size"},
       "timings": {"data_s", "fit_s", "generate_s", "localize_s", "metrics_s", "total_s"},
       "metrics": {NAME: {"value": float|null, "ci_low": float|null, "ci_high": float|null, "n": int,
@@ -22,9 +24,10 @@ One result JSON per (model, track, seed). Shape (schema version 1)::
 
 Metric names: ``loc_<group>_<metric>`` for localization (group in TOKEN_GROUPS, metric in the keys of
 ``cxrbench.metrics.localization.LOCALIZATION_METRICS``), aggregated overall; ``<same>_macro`` for the macro
-average over classes; ``fid_<extractor>``, ``kid_<extractor>``, ``ms_ssim_within_prompt``, ``cond_auroc``,
-``cond_top1`` for fidelity. A metric a model cannot have (no capability, extractor unavailable) has value null
-and a note saying why. NaN never appears in JSON: it is written as null.
+average over classes; ``fid_<extractor>``, ``kid_<extractor>``, ``precision_<extractor>``,
+``recall_<extractor>``, ``ms_ssim_within_prompt``, ``cond_auroc``, ``cond_top1`` for fidelity. A metric a
+model cannot have (no capability, extractor unavailable) has value null and a note saying why. NaN never
+appears in JSON: it is written as null.
 
 The per-sample file is JSON lines, one line per (test sample, finding):
 ``{"sample_id", "label", "phrase", "metrics": {NAME: float|null}}``.

@@ -2,24 +2,30 @@
 
 Localization: every (test sample, finding) query, every token group the model returned, every metric of
 ``cxrbench.metrics.localization``; aggregated overall, macro over classes and per class with bootstrap
-intervals. Fidelity: FID and KID on every available feature extractor (generated vs held-out real test
-images), MS-SSIM within each prompt's sample set, conditional accuracy of the domain evaluator.
+intervals. Fidelity: FID, KID, precision and recall on each feature extractor the run uses (generated vs
+held-out real test images), MS-SSIM within each prompt's sample set, conditional accuracy of the domain
+evaluator.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from cxrbench.data.schema import Sample
-from cxrbench.errors import AssetUnavailable, PluginError
+from cxrbench.errors import AssetUnavailable, PluginError, ProtocolError
 from cxrbench.model import TOKEN_GROUPS, LocalizationQuery
 
 N_BOOTSTRAP = 1000
+#: Neighbourhood size of the precision/recall manifolds (Kynkaanniemi et al. 2019).
+PRECISION_RECALL_K = 3
+#: The metrics computed on every feature extractor, as ``<prefix>_<extractor>``.
+PER_EXTRACTOR_METRICS: tuple[str, ...] = ("fid", "kid", "precision", "recall")
 
 
 @dataclass
@@ -111,6 +117,76 @@ def _metric_of(name: str) -> str:
     raise ValueError(f"not a localization metric name: {name!r}")
 
 
+def feature_extractors_to_run(
+    registered: Iterable[str],
+    track_extractors: Sequence[str],
+    requested: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The feature extractors a run scores fidelity with, sorted.
+
+    ``requested`` (a run's explicit list) wins when given; its names must be registered. Otherwise: the
+    track's ``feature_extractors``, plus every registered extractor that needs no configuration, plus each
+    optional built-in (``inception``, ``xrv``) whose weights variable (``CXRBENCH_INCEPTION_WEIGHTS``,
+    ``CXRBENCH_XRV_WEIGHTS``) is set in ``environ`` (default ``os.environ``). An extractor in the list whose
+    weights turn out to be missing is reported as unavailable, never skipped.
+
+    Raises:
+        ProtocolError: a requested name is not a registered feature extractor.
+    """
+    from cxrbench.metrics.extractors import WEIGHTS_ENV
+
+    names = sorted(registered)
+    if requested is not None:
+        unknown = sorted(set(requested) - set(names))
+        if unknown:
+            raise ProtocolError(f"feature extractors must be among {names}, but got {unknown}")
+        return sorted(set(requested))
+    environ = os.environ if environ is None else environ
+    chosen = set(track_extractors)
+    for name in names:
+        variable = WEIGHTS_ENV.get(name)
+        if variable is None or environ.get(variable):
+            chosen.add(name)
+    return sorted(chosen)
+
+
+def _describe(name: str, extractor: Any) -> dict[str, Any]:
+    if hasattr(extractor, "describe"):
+        return {"name": name, **extractor.describe(), "available": True}
+    return {
+        "name": name,
+        "sha256": getattr(extractor, "sha256", None),
+        "resize_method": getattr(extractor, "resize_method", None),
+        "feature_dim": getattr(extractor, "feature_dim", None),
+        "available": True,
+    }
+
+
+def _score_manifold(scores: Scores, name: str, real: np.ndarray, generated: np.ndarray, seed: int) -> None:
+    """``precision_<name>`` and ``recall_<name>`` with bootstrap intervals over the covered set."""
+    from cxrbench.metrics.fidelity import FIDELITY_METRICS
+    from cxrbench.metrics.manifold import precision_recall_from_features
+    from cxrbench.metrics.stats import bootstrap_ci
+
+    k = PRECISION_RECALL_K
+    if min(len(real), len(generated)) <= k:
+        note = f"not available: needs more than k={k} real and generated images"
+        scores.unavailable(f"precision_{name}", True, note)
+        scores.unavailable(f"recall_{name}", True, note)
+        return
+    report = precision_recall_from_features(real, generated, k=k)
+    counts = f"{report['n_real']} real vs {report['n_generated']} generated, k={k}"
+    for metric, inside, over in (("precision", report["generated_inside"], "generated"),
+                                 ("recall", report["real_inside"], "real")):
+        value, low, high = bootstrap_ci(inside.astype(np.float64), n_boot=N_BOOTSTRAP, seed=seed)
+        scores.put(
+            f"{metric}_{name}", {"value": value, "ci_low": low, "ci_high": high, "n": inside.size},
+            FIDELITY_METRICS[metric]["higher_is_better"],
+            note=f"{counts}; interval: bootstrap over {over} images, manifolds fixed",
+        )
+
+
 def score_fidelity(
     scores: Scores,
     real_images: np.ndarray,
@@ -120,11 +196,12 @@ def score_fidelity(
     feature_extractors: dict[str, Any],
     seed: int,
 ) -> None:
-    """FID/KID per feature extractor, MS-SSIM within prompt, conditional accuracy (domain evaluator).
+    """FID/KID/precision/recall per feature extractor, MS-SSIM within prompt, conditional accuracy.
 
     ``prompt_index[i]`` is the prompt that generated image ``i``; ``prompted_labels[p]`` its finding labels.
-    ``feature_extractors`` maps a name to a zero-argument factory; one that raises AssetUnavailable is
-    reported as unavailable with its message.
+    ``feature_extractors`` maps a name to a zero-argument factory (see :func:`feature_extractors_to_run`);
+    one that raises AssetUnavailable is reported as unavailable ("not available: <reason>") for each of
+    ``PER_EXTRACTOR_METRICS`` and in ``scores.evaluators``. Conditional accuracy needs ``domain``.
     """
     from cxrbench.metrics.fidelity import (
         FIDELITY_METRICS,
@@ -139,16 +216,14 @@ def score_fidelity(
         try:
             extractor = factory()
         except AssetUnavailable as exc:
-            scores.unavailable(f"fid_{name}", False, f"not available: {exc}")
-            scores.unavailable(f"kid_{name}", False, f"not available: {exc}")
+            note = f"not available: {exc}"
+            for prefix in PER_EXTRACTOR_METRICS:
+                scores.unavailable(f"{prefix}_{name}", FIDELITY_METRICS[prefix]["higher_is_better"], note)
+            scores.evaluators[name] = {"name": name, "available": False, "note": note}
             continue
         if name == "domain":
             domain = extractor
-        scores.evaluators[name] = {
-            "sha256": getattr(extractor, "sha256", None),
-            "resize_method": getattr(extractor, "resize_method", None),
-            "feature_dim": getattr(extractor, "feature_dim", None),
-        }
+        scores.evaluators[name] = _describe(name, extractor)
         real_features = extractor.features(real_images)
         generated_features = extractor.features(generated)
         fid = fid_from_features(real_features, generated_features)
@@ -167,6 +242,7 @@ def score_fidelity(
             FIDELITY_METRICS["kid"]["higher_is_better"],
             note=f"{kid['n_subsets']} subsets of {kid['subset_size']}; interval: +-1.96 std over subsets",
         )
+        _score_manifold(scores, name, real_features, generated_features, seed)
 
     sets = [generated[prompt_index == p] for p in range(len(prompted_labels))]
     ms = ms_ssim_within_prompt(sets)

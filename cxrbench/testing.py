@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from cxrbench.data.schema import FINDING_CLASSES, NO_FINDING, QUERY_WORDS, Sample, box_mask
+from cxrbench.box_prior import class_box_priors
+from cxrbench.data.schema import FINDING_CLASSES, NO_FINDING, QUERY_WORDS, Sample
 from cxrbench.hookspecs import hookimpl
 from cxrbench.model import (
     CAPABILITIES,
@@ -67,14 +68,11 @@ class DummyModel(Model):
     def fit(self, train: Sequence[Sample], budget: TrainingBudget, context: FitContext) -> None:
         size = context.image_size
         self.means: dict[str, np.ndarray] = {}
-        self.priors: dict[str, np.ndarray] = {}
         for label in (*FINDING_CLASSES, NO_FINDING):
             members = [s for s in train if label in s.labels]
             if members:
                 self.means[label] = np.mean([s.image for s in members], axis=0).astype(np.float32)
-            boxes = [f.boxes for s in members for f in s.findings if f.label == label and f.boxes]
-            if boxes:
-                self.priors[label] = np.mean([box_mask(b, size, size) for b in boxes], axis=0).astype(np.float32)
+        self.priors = class_box_priors(train, size)
         self.overall = np.mean([s.image for s in train], axis=0).astype(np.float32)
         for step in range(budget.steps):
             context.progress(step, {})

@@ -44,3 +44,18 @@ def test_readme_commands_exist():
         assert (ROOT / script).exists(), script
     assert "bash scripts/run_default_track.sh" in readme and "bash scripts/run_tests.sh" in readme
     assert "bash scripts/run_tests.sh" in (ROOT / ".ci" / "run").read_text() or "run_tests" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_metric_token_group_and_feature_extractor_is_documented():
+    from cxrbench.metrics.fidelity import FIDELITY_METRICS
+    from cxrbench.metrics.localization import LOCALIZATION_METRICS
+    from cxrbench.model import TOKEN_GROUPS
+    from cxrbench.registry import build_registry
+
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    names = [*LOCALIZATION_METRICS, *FIDELITY_METRICS, *TOKEN_GROUPS, *build_registry().feature_extractors]
+    missing = [name for name in names if f"`{name}`" not in text]
+    assert not missing, f"missing from docs/metrics.md: {missing}"
+    for family in ("loc_<group>_<metric>", "fid_<extractor>", "kid_<extractor>", "precision_<extractor>",
+                   "recall_<extractor>"):
+        assert f"`{family}`" in text, family

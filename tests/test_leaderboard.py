@@ -226,8 +226,9 @@ def test_failed_runs_are_listed(records, rendered):
 def test_csv_columns_and_rows(rendered):
     rows = list(csv.reader(io.StringIO((rendered[0] / "leaderboard.csv").read_text(encoding="utf-8"))))
     headline = ["fid_domain", "kid_domain", "ms_ssim_within_prompt", "cond_auroc", "loc_word_auc_roc",
-                "loc_word_pointing_game", "loc_word_cnr", "loc_word_miou_gmm", "loc_eos_auc_roc"]
-    expected = ["track", "model", "distribution", "version", "n_seeds", "pareto_rank", "joint_score"]
+                "loc_word_pointing_game", "loc_word_cnr", "loc_word_miou_gmm", "loc_eos_auc_roc",
+                "precision_domain", "recall_domain"]
+    expected = ["track", "model", "baseline", "distribution", "version", "n_seeds", "pareto_rank", "joint_score"]
     expected += [f"{name}_{part}" for name in headline for part in ("mean", "ci_low", "ci_high")]
     assert rows[0] == expected
     assert len(rows) == 1 + 7  # six smoke entries and one default entry; the failed run is no row
@@ -277,3 +278,70 @@ def test_track_with_only_failed_runs_renders(tmp_path):
     render_leaderboard([failed_record("broken", 0, "generate", "out of memory")], tmp_path)
     readme = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert "No successful runs on this track." in readme and "out of memory" in readme
+
+
+# ------------------------------------------------------------------------------------ baselines
+BOX_PRIOR_LABEL = "box prior (train)"
+
+
+def baseline_record(model="box-prior", seed=0, *, fid=None, auc=0.7, track="smoke"):
+    record = make_record(model, seed, track=track, fid=fid, auc=auc)
+    record["plugin"]["baseline"] = BOX_PRIOR_LABEL
+    record["plugin"]["capabilities"] = ["localize"]
+    assert validation_errors(record) == []
+    return record
+
+
+def test_baseline_is_listed_last_under_its_label_and_never_ranked(tmp_path):
+    # A baseline that would dominate every model on both axes still ranks nobody out.
+    records = [make_record("alpha", fid=10.0, auc=0.90), make_record("beta", fid=20.0, auc=0.95),
+               baseline_record(fid=1.0, auc=0.99), make_record("no-loc", fid=5.0)]
+    board = build_leaderboard(records).track("smoke")
+    assert [entry.model for entry in board.entries] == ["alpha", "beta", "no-loc", "box-prior"]
+    prior = board.entries[-1]
+    assert prior.baseline == BOX_PRIOR_LABEL and prior.display_name == BOX_PRIOR_LABEL
+    assert (prior.rank, prior.pareto_rank, prior.joint_score) == (None, None, None)
+    assert [entry.pareto_rank for entry in board.entries[:2]] == [1, 1]
+    assert board.baselines == [prior] and [e.model for e in board.unranked_entries] == ["no-loc"]
+
+    render_leaderboard(records, tmp_path)
+    readme = (tmp_path / "README.md").read_text(encoding="utf-8")
+    row = markdown_rows(readme, "smoke")[f"*{BOX_PRIOR_LABEL}*"]
+    assert row[0] == "baseline" and row[4].startswith("0.990") and row[-2:] == ["-", "-"]
+    assert "box-prior (baseline)" in readme  # the entries table names the model id
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert f'<tr class="baseline"><td class="num" data-sort="">baseline</td><td class="model" ' \
+           f'title="box-prior">{BOX_PRIOR_LABEL}</td>' in page
+    svg = (tmp_path / "tradeoff.svg").read_text(encoding="utf-8")
+    assert f"baseline: {BOX_PRIOR_LABEL}" in svg
+    rows = {row["model"]: row for row in csv.DictReader(io.StringIO((tmp_path / "leaderboard.csv").read_text()))}
+    assert rows["box-prior"]["baseline"] == BOX_PRIOR_LABEL and rows["alpha"]["baseline"] == ""
+    assert rows["box-prior"]["pareto_rank"] == ""
+
+
+# ---------------------------------------------------------------------------- token diagnostics
+def test_token_diagnostics_table_lists_each_reported_group_with_intervals(tmp_path):
+    groups = {
+        "loc_eos_auc_roc": metric(0.41, 0.35, 0.47),
+        "loc_eos_pointing_game": metric(0.05, 0.0, 0.1),
+        "loc_word_pointing_game": metric(0.25, 0.125, 0.375),
+        "loc_all_tokens_auc_roc": metric(0.55, 0.5, 0.6),
+    }
+    records = [make_record("alpha", fid=10.0, auc=0.90, extra=groups), baseline_record(auc=0.7),
+               make_record("no-loc", fid=5.0)]
+    render_leaderboard(records, tmp_path)
+    readme = (tmp_path / "README.md").read_text(encoding="utf-8")
+    section = readme.split("Token diagnostics.", 1)[1].split("Entries:", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    assert cells[0] == ["model", "tokens", "AUC-ROC \u2191", "pointing game \u2191"]
+    assert cells[2:] == [
+        ["alpha", "finding word(s)", "0.900 [0.880, 0.910]", "0.250 [0.125, 0.375]"],
+        ["alpha", "EOS token", "0.410 [0.350, 0.470]", "0.050 [0.000, 0.100]"],
+        ["alpha", "all prompt tokens", "0.550 [0.500, 0.600]", "-"],
+        [f"*{BOX_PRIOR_LABEL}*", "finding word(s)", "0.700 [0.680, 0.710]", "-"],
+    ]  # other_words is reported by nobody; no-loc has no row
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    tokens = page.split('<table class="sortable tokens">', 1)[1].split("</table>", 1)[0]
+    assert tokens.count("<tr") == 1 + 4 and "EOS token" in tokens
+    assert '<span class="ci">[0.350, 0.470]</span>' in tokens

@@ -56,6 +56,32 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise():
     assert values[0] > 1e-4
 
 
+@pytest.fixture(scope="module")
+def synthcxr_test_images() -> np.ndarray:
+    from cxrbench.data.synthcxr import SynthCXR
+
+    data = SynthCXR(n_train=0, n_test=160, image_size=64, seed=11)
+    return np.stack([sample.image for sample in data.split("test")])
+
+
+def test_domain_fid_of_real_images_is_zero_against_themselves_and_grows_with_noise(synthcxr_test_images):
+    from cxrbench.metrics.evaluator import DomainEvaluator
+
+    evaluator = DomainEvaluator.load()
+    images = synthcxr_test_images
+    real = evaluator.features(images)
+    assert real.shape[0] > evaluator.feature_dim  # full-rank covariance
+    itself = fid.fid_from_features(real, real)
+    assert abs(itself["value"]) < 1e-6 and itself["rank_deficient"] is False
+    noise = np.random.default_rng(0).normal(size=images.shape)
+    values = [
+        fid.fid_from_features(real, evaluator.features(np.clip(images + sigma * noise, 0.0, 1.0)))["value"]
+        for sigma in (0.02, 0.1, 0.3)
+    ]
+    assert values[0] > 1e-3
+    assert all(later > earlier for earlier, later in zip(values, values[1:])), values
+
+
 def test_fid_from_features_report():
     rng = np.random.default_rng(1)
     report = fid.fid_from_features(rng.normal(size=(50, 8)), rng.normal(size=(40, 8)))
@@ -94,6 +120,35 @@ def test_kid_matches_the_double_loop_formula():
     assert (result["n_subsets"], result["subset_size"]) == (4, 7)
     custom = fid.kid_from_features(real, generated, subsets=1, subset_size=7, degree=2, gamma=0.5, coef0=0.0)
     assert custom["value"] == pytest.approx(_kid_by_double_loop(real, generated, 2, 0.5, 0.0), rel=1e-10)
+
+
+def test_kid_matches_torchmetrics_kernel_inception_distance():
+    torch = pytest.importorskip("torch")
+    from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
+
+    rng = np.random.default_rng(8)
+    real = rng.normal(size=(40, 6))
+    generated = rng.normal(0.2, 1.1, size=(40, 6))
+    # One subset pair: torchmetrics' kernel (x.y / D + 1)^3 and unbiased MMD^2 on the same rows.
+    rows_real, rows_generated = rng.permutation(40)[:25], rng.permutation(40)[:25]
+    expected = poly_mmd(torch.from_numpy(real[rows_real]), torch.from_numpy(generated[rows_generated])).item()
+    ours = fid._unbiased_mmd2(real[rows_real], generated[rows_generated], degree=3, gamma=1 / 6, coef0=1.0)
+    assert ours == pytest.approx(expected, rel=1e-12)
+
+    # The metric class end to end, fed features directly; full-size subsets make its random draws moot.
+    class Features(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchmetrics warns that it keeps every feature
+        metric = KernelInceptionDistance(feature=Features(), subsets=3, subset_size=40)
+        metric.update(torch.from_numpy(real), real=True)
+        metric.update(torch.from_numpy(generated), real=False)
+        mean, std = (float(v) for v in metric.compute())
+    result = fid.kid_from_features(real, generated, subsets=3, subset_size=40)
+    assert result["value"] == pytest.approx(mean, rel=1e-12)
+    assert result["std"] == pytest.approx(std, abs=1e-12)  # both the population std over subsets
 
 
 def test_kid_separates_same_and_shifted_distributions():
@@ -222,8 +277,10 @@ def test_conditional_accuracy_input_checks():
 
 
 def test_fidelity_metric_metadata():
-    assert set(fid.FIDELITY_METRICS) == {"fid", "kid", "ms_ssim_within_prompt", "cond_auroc", "cond_top1"}
+    assert set(fid.FIDELITY_METRICS) == {
+        "fid", "kid", "precision", "recall", "ms_ssim_within_prompt", "cond_auroc", "cond_top1"
+    }
     for name, entry in fid.FIDELITY_METRICS.items():
         assert set(entry) == {"higher_is_better", "description", "reference"}, name
-    directions = [fid.FIDELITY_METRICS[k]["higher_is_better"] for k in ("fid", "kid", "cond_auroc")]
-    assert directions == [False, False, True]
+    directions = [fid.FIDELITY_METRICS[k]["higher_is_better"] for k in ("fid", "kid", "cond_auroc", "precision")]
+    assert directions == [False, False, True, True]

@@ -307,3 +307,44 @@ def test_noise_maps_score_chance_with_a_covering_interval():
     assert low < 0.5 < high
     pointing = [loc.pointing_game(rng.random((32, 32)), mask) for _ in range(200)]
     assert abs(np.mean(pointing) - mask.mean()) < 0.1  # chance = area fraction (about 0.105)
+
+
+# -------------------------------------------------------------------- through the core's scoring
+def _scored_word_maps(make_map) -> dict:
+    """Metrics of ``score_localization`` when a model answers every query of a small test set with
+    ``make_map(finding_mask, rng)``."""
+    from cxrbench.runner import localization_queries
+    from cxrbench.scoring import Scores, score_localization
+    from cxrbench.testing import tiny_samples
+
+    _, test = tiny_samples(n_train=0, n_test=40, image_size=32, seed=3)
+    by_id = {sample.id: sample for sample in test}
+    queries = localization_queries(test)
+    rng = np.random.default_rng(0)
+    maps = []
+    for query in queries:
+        sample = by_id[query.sample_id]
+        finding = next(f for f in sample.findings if f.label == query.label and f.phrase == query.phrase)
+        maps.append({"word": make_map(box_mask(list(finding.boxes), *sample.image.shape), rng)})
+    scores = Scores()
+    score_localization(scores, queries, maps, by_id, seed=0)
+    assert scores.metrics["loc_word_auc_roc"]["n"] == len(queries) >= 20
+    return scores.metrics
+
+
+# The ground-truth map has zero noise, so its CNR is infinite and numpy warns while bootstrapping it.
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_a_model_answering_with_the_ground_truth_mask_scores_perfectly():
+    metrics = _scored_word_maps(lambda mask, rng: mask.astype(np.float32))
+    for name in ("loc_word_auc_roc", "loc_word_pointing_game", "loc_word_miou_biovil"):
+        entry = metrics[name]
+        assert (entry["value"], entry["ci_low"], entry["ci_high"]) == (1.0, 1.0, 1.0), name
+    assert metrics["loc_word_auc_roc_macro"]["value"] == 1.0
+
+
+def test_a_noise_model_scores_chance_with_an_interval_covering_it():
+    metrics = _scored_word_maps(lambda mask, rng: rng.random(mask.shape))
+    auc = metrics["loc_word_auc_roc"]
+    assert abs(auc["value"] - 0.5) < 0.03
+    assert auc["ci_low"] < 0.5 < auc["ci_high"]
+    assert metrics["loc_word_pointing_game"]["value"] < 0.5

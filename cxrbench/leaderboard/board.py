@@ -1,7 +1,9 @@
 """The leaderboard's data: result records grouped by track and model, seeds aggregated, entries ranked.
 
 Only records with ``status == "ok"`` contribute metrics; failed records are kept as :class:`FailedRun`
-rows (model, seed, stage, error) so that a failure is visible rather than silently missing.
+rows (model, seed, stage, error) so that a failure is visible rather than silently missing. An entry whose
+records carry a ``plugin.baseline`` label (the box prior) is a reference baseline: shown under its label,
+never ranked, listed after the models.
 
 Seed aggregation, per (track, model, metric), over the seeds whose value is not null:
 
@@ -64,6 +66,8 @@ class Entry:
     #: Distinct plugin configurations over the seeds, each as canonical JSON (sorted keys).
     configs: tuple[str, ...]
     metrics: dict[str, MetricSummary]
+    #: The label of a reference baseline (``plugin.baseline`` of its records); None for a model.
+    baseline: str | None = None
     #: 1 = on the Pareto frontier; None when the entry lacks either axis.
     pareto_rank: int | None = None
     #: Tie-break within a Pareto rank, in [0, 1]; None when the entry lacks either axis.
@@ -82,6 +86,16 @@ class Entry:
     @property
     def has_both_axes(self) -> bool:
         return self.value(HEADLINE_FIDELITY) is not None and self.value(HEADLINE_LOCALIZATION) is not None
+
+    @property
+    def is_ranked_candidate(self) -> bool:
+        """A model (not a baseline) with both axes: it takes part in the ranking."""
+        return self.baseline is None and self.has_both_axes
+
+    @property
+    def display_name(self) -> str:
+        """What the leaderboard calls the entry: a baseline's label, else the model id."""
+        return self.baseline if self.baseline is not None else self.model
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,12 @@ class TrackBoard:
 
     @property
     def unranked_entries(self) -> list[Entry]:
-        return [entry for entry in self.entries if entry.rank is None]
+        """Models lacking an axis (baselines are not among them)."""
+        return [entry for entry in self.entries if entry.rank is None and entry.baseline is None]
+
+    @property
+    def baselines(self) -> list[Entry]:
+        return [entry for entry in self.entries if entry.baseline is not None]
 
 
 @dataclass
@@ -270,9 +289,11 @@ def _entry(track: str, model: str, runs: list[dict[str, Any]]) -> Entry:
         name: summarize_metric(name, [r["metrics"][name] for r in runs if _is_metric(r, name)])
         for name in metric_names
     }
+    labels = sorted({str(p["baseline"]) for p in plugins if p.get("baseline")})
     return Entry(
         track=track,
         model=model,
+        baseline=", ".join(labels) if labels else None,
         seeds=tuple(seeds),
         distribution=", ".join(sorted({str(p.get("distribution")) for p in plugins})),
         version=", ".join(sorted({str(p.get("version")) for p in plugins})),
@@ -283,8 +304,9 @@ def _entry(track: str, model: str, runs: list[dict[str, Any]]) -> Entry:
 
 
 def _ranked(entries: list[Entry]) -> list[Entry]:
-    """Fill in Pareto rank, joint score and rank; return the entries best first, unranked ones last."""
-    complete = [entry for entry in entries if entry.has_both_axes]
+    """Fill in Pareto rank, joint score and rank; return the entries best first, then unranked models, then
+    baselines."""
+    complete = [entry for entry in entries if entry.is_ranked_candidate]
     fidelity = [entry.value(HEADLINE_FIDELITY) for entry in complete]
     localization = [entry.value(HEADLINE_LOCALIZATION) for entry in complete]
     for entry, pareto, score in zip(
@@ -297,5 +319,6 @@ def _ranked(entries: list[Entry]) -> list[Entry]:
         key = (entry.pareto_rank, round(entry.joint_score, 12))
         entry.rank = complete[position - 2].rank if key == previous_key else position
         previous_key = key
-    incomplete = sorted((entry for entry in entries if not entry.has_both_axes), key=lambda e: e.model)
-    return complete + incomplete
+    incomplete = sorted((e for e in entries if e.baseline is None and not e.has_both_axes), key=lambda e: e.model)
+    baselines = sorted((e for e in entries if e.baseline is not None), key=lambda e: (e.baseline, e.model))
+    return complete + incomplete + baselines

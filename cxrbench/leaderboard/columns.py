@@ -7,8 +7,12 @@ and the plot agree digit for digit and the output is byte-for-byte the same for 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cxrbench.results import HEADLINE_FIDELITY, HEADLINE_LOCALIZATION
+
+if TYPE_CHECKING:
+    from cxrbench.leaderboard.board import Entry
 
 #: Shown wherever a value is missing: the model lacks the capability, the value is null, or it is unranked.
 MISSING = "-"
@@ -44,6 +48,8 @@ HEADLINE_METRICS: tuple[MetricColumn, ...] = (
     MetricColumn("loc_word_cnr", "CNR", True, 3),
     MetricColumn("loc_word_miou_gmm", "mIoU (GMM)", True, 3),
     MetricColumn("loc_eos_auc_roc", "EOS-token AUC-ROC", None, 3),
+    MetricColumn("precision_domain", "precision (domain)", True, 3),
+    MetricColumn("recall_domain", "recall (domain)", True, 3),
 )
 HEADLINE_BY_NAME: dict[str, MetricColumn] = {column.name: column for column in HEADLINE_METRICS}
 
@@ -60,6 +66,22 @@ TABLE_METRICS: tuple[str, ...] = (
 )
 #: Table metrics printed with their interval in the cell; the others carry it in the CSV and an HTML tooltip.
 METRICS_WITH_INTERVAL_IN_CELL: frozenset[str] = frozenset({HEADLINE_FIDELITY, HEADLINE_LOCALIZATION})
+
+#: The token-diagnostics table: one row per (entry, token group the entry reports), in this order, with the
+#: group's label. Groups as in ``cxrbench.model.TOKEN_GROUPS``; the metric of a cell is ``loc_<group>_<metric>``.
+TOKEN_GROUP_LABELS: tuple[tuple[str, str], ...] = (
+    ("word", "finding word(s)"),
+    ("eos", "EOS token"),
+    ("other_words", "other prompt words"),
+    ("all_tokens", "all prompt tokens"),
+)
+#: Columns of the token-diagnostics table; each cell shows the value and its interval.
+TOKEN_DIAGNOSTIC_METRICS: tuple[MetricColumn, ...] = (
+    MetricColumn("auc_roc", "AUC-ROC", True, 3),
+    MetricColumn("pointing_game", "pointing game", True, 3),
+)
+#: Label of a baseline's rank cell (baselines are reference rows, not ranked).
+BASELINE_RANK = "baseline"
 
 JOINT_SCORE_DECIMALS = 3
 #: Significant digits of numbers in the CSV: enough for any use, few enough that the last bit of a
@@ -101,3 +123,12 @@ def format_csv_number(value: float | None) -> str:
         return ""
     text = f"{value:.{CSV_SIGNIFICANT_DIGITS}g}"
     return "0" if float(text) == 0.0 else text
+
+
+def token_diagnostic_rows(entry: "Entry") -> list[tuple[str, str]]:
+    """(group, label) of each token group ``entry`` reports a diagnostic metric for, in table order."""
+    return [
+        (group, label)
+        for group, label in TOKEN_GROUP_LABELS
+        if any(f"loc_{group}_{column.name}" in entry.metrics for column in TOKEN_DIAGNOSTIC_METRICS)
+    ]

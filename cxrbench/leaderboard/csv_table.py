@@ -1,6 +1,7 @@
 """The leaderboard as CSV (``leaderboard.csv``): one row per (track, model), in leaderboard order.
 
-Columns: ``track, model, distribution, version, n_seeds, pareto_rank, joint_score``, then for each metric of
+Columns: ``track, model, baseline, distribution, version, n_seeds, pareto_rank, joint_score`` (``baseline``: a
+baseline's label, empty for a model), then for each metric of
 :data:`~cxrbench.leaderboard.columns.HEADLINE_METRICS` ``<metric>_mean, <metric>_ci_low, <metric>_ci_high``.
 Missing values are empty cells; numbers carry 6 significant digits.
 """
@@ -14,7 +15,7 @@ from cxrbench.leaderboard.board import Leaderboard
 from cxrbench.leaderboard.columns import HEADLINE_METRICS, format_csv_number
 
 ENTRY_COLUMNS: tuple[str, ...] = (
-    "track", "model", "distribution", "version", "n_seeds", "pareto_rank", "joint_score"
+    "track", "model", "baseline", "distribution", "version", "n_seeds", "pareto_rank", "joint_score"
 )
 CSV_COLUMNS: tuple[str, ...] = ENTRY_COLUMNS + tuple(
     f"{column.name}_{part}" for column in HEADLINE_METRICS for part in ("mean", "ci_low", "ci_high")
@@ -30,6 +31,7 @@ def render_csv(board: Leaderboard) -> str:
         row = [
             entry.track,
             entry.model,
+            entry.baseline or "",
             entry.distribution,
             entry.version,
             str(entry.n_seeds),

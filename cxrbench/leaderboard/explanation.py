@@ -38,6 +38,18 @@ HOW_TO_READ: tuple[str, ...] = (
     "token); MS-SSIM within each prompt's samples (lower = more diverse); conditional AUROC of the domain "
     "evaluator on the prompted finding. `-` means the model lacks the capability or the value is "
     "unavailable.",
+    "Baselines (in italics, rank `baseline`) are scored by the same protocol but not ranked. *box prior "
+    "(train)* answers every query with the training set's mean box mask of the finding's class, looking at "
+    "neither image nor prompt: an attention map localizes beyond the data's spatial prior only where it "
+    "beats this row.",
+)
+
+#: Introduces the token-diagnostics table of each track.
+TOKEN_DIAGNOSTICS = (
+    "Localization of the attention of each token group, side by side: the finding word(s), the end-of-text "
+    "(EOS) token, the other prompt words and all prompt tokens together (AUC-ROC and pointing game, "
+    "95% intervals as above). The seed paper explains the trade-off this way: a learnable text encoder "
+    "moves localization out of the finding word into the EOS and context tokens."
 )
 
 NO_RESULTS = (

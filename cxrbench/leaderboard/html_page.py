@@ -12,15 +12,18 @@ import re
 
 from cxrbench.leaderboard.board import Entry, FailedRun, Leaderboard, TrackBoard
 from cxrbench.leaderboard.columns import (
+    BASELINE_RANK,
     HEADLINE_BY_NAME,
     JOINT_SCORE_DECIMALS,
     METRICS_WITH_INTERVAL_IN_CELL,
     MISSING,
     TABLE_METRICS,
+    TOKEN_DIAGNOSTIC_METRICS,
     format_csv_number,
     format_interval,
     format_number,
     metric_decimals,
+    token_diagnostic_rows,
 )
 from cxrbench.leaderboard.explanation import (
     GENERATED_BY,
@@ -28,6 +31,7 @@ from cxrbench.leaderboard.explanation import (
     INTRODUCTION,
     NO_RESULTS,
     TITLE,
+    TOKEN_DIAGNOSTICS,
     paragraph_to_html,
 )
 from cxrbench.protocol import TRACKS
@@ -57,6 +61,7 @@ table.sortable th:hover { background: #eaeef2; }
 table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; font-size: 0.7em; }
 table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; font-size: 0.7em; }
 tr.frontier td:first-child { border-left: 3px solid #d62728; }
+tr.baseline td { font-style: italic; background: #f6f8fa; }
 td.message { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.85em;
              white-space: pre-wrap; word-break: break-word; max-width: 60rem; }
 td.config { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.8em; word-break: break-all;
@@ -145,14 +150,14 @@ def render_html(board: Leaderboard, tradeoff_svg: str) -> str:
             "<figcaption>Fidelity against localization, one panel per track. The FID axis is reversed, so "
             "the best corner is the top right. Blue: entries on the Pareto frontier, grey: dominated entries; "
             "bars: 95% intervals; red step line: the Pareto frontier; dotted: chance localization "
-            "(AUC-ROC 0.5).</figcaption>",
+            "(AUC-ROC 0.5); dashed grey: baselines.</figcaption>",
             "</figure>",
             '<h2 id="how-to-read">How the ranking works</h2>',
             "<ul>",
             *(f"<li>{paragraph_to_html(paragraph)}</li>" for paragraph in HOW_TO_READ),
             "</ul>",
             "<p class=\"muted\">Click a column header to sort by it, again to reverse. A red left edge marks "
-            "an entry on the Pareto frontier; hover a value for its interval.</p>",
+            "an entry on the Pareto frontier, a grey italic row a baseline; hover a value for its interval.</p>",
         ]
         for track in board.tracks:
             parts += _track_section(track)
@@ -168,7 +173,7 @@ def render_html(board: Leaderboard, tradeoff_svg: str) -> str:
     return "\n".join(parts)
 
 
-def _metric_td(entry: Entry, metric: str) -> str:
+def _metric_td(entry: Entry, metric: str, interval_in_cell: bool | None = None) -> str:
     summary = entry.metrics.get(metric)
     if summary is None or summary.mean is None:
         title = "" if summary is None or not summary.note else f' title="{escape(summary.note)}"'
@@ -183,7 +188,9 @@ def _metric_td(entry: Entry, metric: str) -> str:
     if summary.note:
         title += f"; {summary.note}"
     text = escape(format_number(summary.mean, decimals))
-    if interval and metric in METRICS_WITH_INTERVAL_IN_CELL:
+    if interval_in_cell is None:
+        interval_in_cell = metric in METRICS_WITH_INTERVAL_IN_CELL
+    if interval and interval_in_cell:
         text += f' <span class="ci">{escape(interval)}</span>'
     sort = format_csv_number(summary.mean)
     return f'<td class="num" data-sort="{sort}" title="{escape(title)}">{text}</td>'
@@ -192,6 +199,54 @@ def _metric_td(entry: Entry, metric: str) -> str:
 def _number_td(value: float | int | None, text: str) -> str:
     sort = "" if value is None else format_csv_number(float(value))
     return f'<td class="num" data-sort="{sort}">{escape(text)}</td>'
+
+
+def _model_td(entry: Entry) -> str:
+    """The model id, or a baseline's label with the model id as its tooltip."""
+    if entry.baseline is not None:
+        return f'<td class="model" title="{escape(entry.model)}">{escape(entry.baseline)}</td>'
+    return f'<td class="model">{escape(entry.model)}</td>'
+
+
+def _rank_td(entry: Entry) -> str:
+    if entry.baseline is not None:
+        return f'<td class="num" data-sort="">{escape(BASELINE_RANK)}</td>'
+    return _number_td(entry.rank, MISSING if entry.rank is None else str(entry.rank))
+
+
+def _row_open(entry: Entry) -> str:
+    if entry.baseline is not None:
+        return '<tr class="baseline">'
+    return '<tr class="frontier">' if entry.pareto_rank == 1 else "<tr>"
+
+
+def _token_diagnostics(track: TrackBoard) -> list[str]:
+    rows = [
+        _row_open(entry)
+        + _model_td(entry)
+        + f"<td>{escape(label)}</td>"
+        + "".join(_metric_td(entry, f"loc_{group}_{column.name}", interval_in_cell=True)
+                  for column in TOKEN_DIAGNOSTIC_METRICS)
+        + "</tr>"
+        for entry in track.entries
+        for group, label in token_diagnostic_rows(entry)
+    ]
+    if not rows:
+        return []
+    header_cells = ["<th>model</th>", "<th>tokens</th>"]
+    header_cells += [f"<th>{escape(column.header)}</th>" for column in TOKEN_DIAGNOSTIC_METRICS]
+    return [
+        "<h3>Token diagnostics</h3>",
+        f"<p>{paragraph_to_html(TOKEN_DIAGNOSTICS)}</p>",
+        '<div class="table-wrap">',
+        '<table class="sortable tokens">',
+        "<thead><tr>" + "".join(header_cells) + "</tr></thead>",
+        "<tbody>",
+        *rows,
+        "</tbody>",
+        "</table>",
+        "</div>",
+    ]
 
 
 def _track_section(track: TrackBoard) -> list[str]:
@@ -222,16 +277,16 @@ def _track_section(track: TrackBoard) -> list[str]:
     ]
     for entry in track.entries:
         cells = [
-            _number_td(entry.rank, MISSING if entry.rank is None else str(entry.rank)),
-            f'<td class="model">{escape(entry.model)}</td>',
+            _rank_td(entry),
+            _model_td(entry),
             _number_td(entry.n_seeds, str(entry.n_seeds)),
             *(_metric_td(entry, metric) for metric in TABLE_METRICS),
             _number_td(entry.pareto_rank, MISSING if entry.pareto_rank is None else str(entry.pareto_rank)),
             _number_td(entry.joint_score, format_number(entry.joint_score, JOINT_SCORE_DECIMALS)),
         ]
-        row_class = ' class="frontier"' if entry.pareto_rank == 1 else ""
-        parts.append(f"<tr{row_class}>" + "".join(cells) + "</tr>")
+        parts.append(_row_open(entry) + "".join(cells) + "</tr>")
     parts += ["</tbody>", "</table>", "</div>"]
+    parts += _token_diagnostics(track)
     parts += [
         "<h3>Entries</h3>",
         '<div class="table-wrap">',
@@ -244,7 +299,7 @@ def _track_section(track: TrackBoard) -> list[str]:
         configs = "<br>".join(escape(config) for config in entry.configs)
         parts.append(
             "<tr>"
-            f"<td>{escape(entry.model)}</td>"
+            f"<td>{escape(entry.model)}{'' if entry.baseline is None else ' (baseline)'}</td>"
             f"<td>{escape(entry.distribution)}</td>"
             f"<td>{escape(entry.version)}</td>"
             f"<td>{escape(', '.join(entry.capabilities)) or MISSING}</td>"

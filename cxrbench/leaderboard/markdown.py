@@ -8,16 +8,26 @@ from tabulate import tabulate
 
 from cxrbench.leaderboard.board import Entry, FailedRun, Leaderboard, TrackBoard
 from cxrbench.leaderboard.columns import (
+    BASELINE_RANK,
     HEADLINE_BY_NAME,
     JOINT_SCORE_DECIMALS,
     METRICS_WITH_INTERVAL_IN_CELL,
     MISSING,
     TABLE_METRICS,
+    TOKEN_DIAGNOSTIC_METRICS,
     format_interval,
     format_number,
     metric_decimals,
+    token_diagnostic_rows,
 )
-from cxrbench.leaderboard.explanation import GENERATED_BY, HOW_TO_READ, INTRODUCTION, NO_RESULTS, TITLE
+from cxrbench.leaderboard.explanation import (
+    GENERATED_BY,
+    HOW_TO_READ,
+    INTRODUCTION,
+    NO_RESULTS,
+    TITLE,
+    TOKEN_DIAGNOSTICS,
+)
 from cxrbench.protocol import TRACKS
 
 #: Longest error message shown in a markdown cell; the HTML page shows it in full.
@@ -56,6 +66,29 @@ def metric_cell(entry: Entry, metric: str) -> str:
 
 def metric_header(metric: str) -> str:
     return HEADLINE_BY_NAME[metric].header
+
+
+def value_with_interval(entry: Entry, metric: str, decimals: int) -> str:
+    """The seed-aggregated value with its interval, ``-`` when missing."""
+    summary = entry.metrics.get(metric)
+    if summary is None or summary.mean is None:
+        return MISSING
+    interval = format_interval(summary.ci_low, summary.ci_high, decimals)
+    text = format_number(summary.mean, decimals)
+    return f"{text} {interval}" if interval else text
+
+
+def model_cell(entry: Entry) -> str:
+    """The model id, or a baseline's label in italics."""
+    if entry.baseline is not None:
+        return f"*{markdown_text(entry.baseline)}*"
+    return markdown_text(entry.model)
+
+
+def rank_cell(entry: Entry) -> str:
+    if entry.baseline is not None:
+        return BASELINE_RANK
+    return MISSING if entry.rank is None else str(entry.rank)
 
 
 def render_markdown(board: Leaderboard) -> str:
@@ -99,8 +132,8 @@ def _track_section(track: TrackBoard) -> list[str]:
     headers = ["rank", "model", "seeds", *map(metric_header, TABLE_METRICS), "pareto rank", "joint score"]
     rows = [
         [
-            MISSING if entry.rank is None else str(entry.rank),
-            markdown_text(entry.model),
+            rank_cell(entry),
+            model_cell(entry),
             str(entry.n_seeds),
             *(metric_cell(entry, metric) for metric in TABLE_METRICS),
             MISSING if entry.pareto_rank is None else str(entry.pareto_rank),
@@ -110,9 +143,10 @@ def _track_section(track: TrackBoard) -> list[str]:
     ]
     align = ["right", "left", "right", *(["right"] * len(TABLE_METRICS)), "right", "right"]
     lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True, colalign=align), ""]
+    lines += _token_diagnostics(track)
     plugin_rows = [
         [
-            markdown_text(entry.model),
+            markdown_text(entry.model) + ("" if entry.baseline is None else " (baseline)"),
             markdown_text(entry.distribution),
             markdown_text(entry.version),
             markdown_text(", ".join(entry.capabilities)) or MISSING,
@@ -132,6 +166,29 @@ def _track_section(track: TrackBoard) -> list[str]:
         "",
     ]
     return lines
+
+
+def _token_diagnostics(track: TrackBoard) -> list[str]:
+    rows = [
+        [
+            model_cell(entry),
+            markdown_text(label),
+            *(value_with_interval(entry, f"loc_{group}_{column.name}", column.decimals)
+              for column in TOKEN_DIAGNOSTIC_METRICS),
+        ]
+        for entry in track.entries
+        for group, label in token_diagnostic_rows(entry)
+    ]
+    if not rows:
+        return []
+    headers = ["model", "tokens", *(column.header for column in TOKEN_DIAGNOSTIC_METRICS)]
+    align = ["left", "left", *(["right"] * len(TOKEN_DIAGNOSTIC_METRICS))]
+    return [
+        f"Token diagnostics. {TOKEN_DIAGNOSTICS}",
+        "",
+        tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True, colalign=align),
+        "",
+    ]
 
 
 def _failed_section(failed: list[FailedRun]) -> list[str]:

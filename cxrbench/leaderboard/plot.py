@@ -2,7 +2,9 @@
 
 The x axis is reversed so that better (lower FID) is to the right and better localization is up: the best
 corner is the top right. Error bars are the leaderboard intervals; the Pareto frontier (rank 1) is drawn as
-a step line; the dotted line is chance localization (AUC-ROC 0.5). Entries lacking either axis are not drawn.
+a step line; the dotted line is chance localization (AUC-ROC 0.5). A baseline is a dashed grey line at its
+value on each axis it has (the box prior: a horizontal line at its AUC-ROC). Models lacking either axis are
+not drawn.
 
 Rendering is byte-deterministic for one matplotlib version: Agg, Matplotlib's default style with fixed
 ``svg.hashsalt``, text kept as text (``svg.fonttype = "none"``), no date or software metadata.
@@ -38,6 +40,7 @@ MARGIN_LEFT_IN, MARGIN_RIGHT_IN, MARGIN_BOTTOM_IN, MARGIN_TOP_IN, PANEL_GAP_IN =
 FRONTIER_COLOR = "#d62728"
 POINT_COLOR = "#1f77b4"
 DOMINATED_COLOR = "#7f7f7f"
+BASELINE_COLOR = "#6e7781"
 
 
 def render_tradeoff(board: Leaderboard) -> tuple[bytes, bytes]:
@@ -102,6 +105,18 @@ def _label_points(axes, entries: list[Entry]) -> None:
         )
 
 
+def _baseline_lines(axes, baselines: list[Entry]) -> None:
+    """A dashed line per baseline axis value: horizontal at its AUC-ROC, vertical at its FID."""
+    for entry in baselines:
+        auc, fid = entry.value(HEADLINE_LOCALIZATION), entry.value(HEADLINE_FIDELITY)
+        label = f"baseline: {entry.display_name}".replace("$", r"\$")  # plugin text, never mathtext
+        if auc is not None:
+            axes.axhline(auc, color=BASELINE_COLOR, linestyle="--", linewidth=1.2, label=label, zorder=1)
+            label = None
+        if fid is not None:
+            axes.axvline(fid, color=BASELINE_COLOR, linestyle="--", linewidth=1.2, label=label, zorder=1)
+
+
 def _panel(axes, track: TrackBoard) -> None:
     entries: list[Entry] = track.ranked_entries
     axes.set_title(f"track: {track.name}", parse_math=False)
@@ -152,6 +167,7 @@ def _panel(axes, track: TrackBoard) -> None:
         if not axes.xaxis_inverted():
             axes.invert_xaxis()
         axes.margins(x=0.15, y=0.12)
+    _baseline_lines(axes, track.baselines)
     bottom, top = axes.get_ylim()
     axes.set_ylim(min(bottom, 0.45), max(top, 0.55))
     _label_points(axes, entries)

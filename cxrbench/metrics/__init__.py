@@ -4,6 +4,9 @@ Submodules load on first use, so ``import cxrbench.metrics`` costs no more than 
 
 - :mod:`cxrbench.metrics.localization`: AUC-ROC, CNR, pointing game, GMM IoU/mIoU, BioViL mIoU, ...
 - :mod:`cxrbench.metrics.fidelity`: FID, KID, within-prompt MS-SSIM, conditional accuracy.
+- :mod:`cxrbench.metrics.manifold`: precision and recall with k-nearest-neighbour manifolds.
+- :mod:`cxrbench.metrics.evaluator`, :mod:`cxrbench.metrics.extractors`: the feature extractors (domain
+  evaluator; Inception-V3 and torchxrayvision DenseNet-121 from local weights).
 - :mod:`cxrbench.metrics.stats`: bootstrap intervals, per-class / macro aggregation, paired differences.
 
 Definitions: DESIGN.md, section "Metrics", and docs/metrics.md.
@@ -22,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "kid_from_features": "fidelity",
     "ms_ssim_within_prompt": "fidelity",
     "conditional_accuracy": "fidelity",
+    "precision_recall_from_features": "manifold",
     "aggregate_by_class": "stats",
     "bootstrap_ci": "stats",
     "paired_difference": "stats",

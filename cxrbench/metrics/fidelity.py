@@ -2,7 +2,8 @@
 
 Definitions follow DESIGN.md, section "Metrics" (fidelity, generated vs held-out real images). The
 functions here take features or images that the caller has already computed (feature extractors live
-in ``cxrbench.metrics.evaluator``) and are pure numpy/scipy, except the MS-SSIM diversity score, which
+in ``cxrbench.metrics.evaluator`` and ``cxrbench.metrics.extractors``; precision and recall in
+``cxrbench.metrics.manifold``) and are pure numpy/scipy, except the MS-SSIM diversity score, which
 imports torch and torchmetrics when it is called.
 """
 
@@ -387,6 +388,16 @@ FIDELITY_METRICS: dict[str, dict[str, Any]] = {
         "higher_is_better": False,
         "description": "Unbiased MMD^2, cubic polynomial kernel, averaged over random subsets.",
         "reference": "Binkowski et al., ICLR 2018",
+    },
+    "precision": {
+        "higher_is_better": True,
+        "description": "Fraction of generated images inside the real k-NN manifold (k=3): realism.",
+        "reference": "Kynkaanniemi et al., NeurIPS 2019",
+    },
+    "recall": {
+        "higher_is_better": True,
+        "description": "Fraction of real images inside the generated k-NN manifold (k=3): coverage.",
+        "reference": "Kynkaanniemi et al., NeurIPS 2019",
     },
     "ms_ssim_within_prompt": {
         "higher_is_better": False,
