@@ -10,19 +10,24 @@ Three parts, used in this order:
 - Capture: ``capture_cross_attention(unet)`` swaps a ``CrossAttentionCaptureProcessor`` into every
   cross-attention layer (self-attention keeps its SDPA processor) and restores the original processors
   on exit. The processor computes the probabilities explicitly with ``attn.get_attention_scores`` and
-  records their head average per layer in a ``CrossAttentionStore``.
+  records their head average per layer in a ``CrossAttentionStore``. Only post-softmax probabilities
+  of attn2 are materialized, by the one softmax that also weights the values.
 - Extraction: ``extract_cross_attention`` sends all (image, timestep) pairs through the UNet as one
   batch (optionally in chunks of rows) and returns, per image, the (tokens, h, w) attention averaged
-  over layers and timesteps.
-- Token mapping: ``word_token_spans`` maps prompt words to token positions with the fast tokenizer's
-  offset mapping; ``query_token_indices`` and ``token_group_weights`` select the tokens of each token
-  group (``cxrbench.model.TOKEN_GROUPS``); ``token_group_maps`` applies them and upsamples.
+  over layers and timesteps. The store then keeps running sums per image and layer on the UNet's
+  device instead of every row's maps, so memory does not grow with the number of timesteps.
+- Token mapping: ``word_token_spans`` maps prompt words to token positions for WordPiece, CLIP BPE
+  and SentencePiece tokenizers (offset mapping, or aligned decoded pieces for slow tokenizers);
+  ``query_token_indices`` and ``token_group_weights`` select the tokens of each token group
+  (``cxrbench.model.TOKEN_GROUPS``); ``token_group_maps`` applies them and upsamples.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +46,10 @@ WORD_PATTERN = re.compile(r"\w+")
 # --------------------------------------------------------------------------------------------- capture
 
 
+#: Above this many images in one forward, accumulating adds rows one by one instead of by a matrix product.
+_MAX_IMAGES_PER_PRODUCT = 8
+
+
 @dataclass
 class CrossAttentionStore:
     """Head-averaged cross-attention probabilities recorded per layer.
@@ -49,24 +58,86 @@ class CrossAttentionStore:
     layer, in call order; ``shapes[layer]`` is the layer's spatial grid (h, w) with h * w = query_pixels.
     ``input_size`` is the (H, W) of the UNet input, used to recover a layer's grid when the layer only
     sees flattened hidden states. Set ``recording`` to False to run the UNet without storing anything.
+
+    Accumulating instead (``accumulate(num_images)``, then ``set_rows`` with the image of every batch
+    row before each forward): ``sums[layer]`` (num_images, query_pixels, tokens) adds up each image's
+    rows, heads averaged, in float32 on the UNet's device, and ``maps`` stays empty; ``accumulated``
+    averages the layers. When a forward holds the rows of a few images (the timesteps of each), one
+    matrix product per layer does the head average and the sum over each image's rows (a scatter-add
+    over every row is several times slower on CPUs); with many images per forward, rows are added one
+    by one.
     """
 
     maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
     input_size: tuple[int, int] | None = None
     recording: bool = True
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_images: int = 0
+    #: The image of every row of the current forward (accumulating), else None.
+    rows: torch.Tensor | None = None
+    _targets: torch.Tensor | None = field(default=None, repr=False)
+    _weights: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def _grid(self, layer: str, query_pixels: int, grid: tuple[int, int] | None) -> None:
+        self.shapes[layer] = grid if grid is not None else _grid_for(query_pixels, self.input_size)
 
     def record(self, layer: str, probabilities: torch.Tensor, grid: tuple[int, int] | None) -> None:
         """Store one layer's head-averaged probabilities (batch, query_pixels, tokens)."""
-        query_pixels = probabilities.shape[1]
-        if grid is None:
-            grid = _grid_for(query_pixels, self.input_size)
-        self.shapes[layer] = grid
-        self.maps.setdefault(layer, []).append(probabilities.detach().float())
+        self.record_heads(layer, probabilities[:, None], grid)
+
+    def record_heads(self, layer: str, per_head: torch.Tensor, grid: tuple[int, int] | None) -> None:
+        """Store one layer's probabilities (batch, heads, query_pixels, tokens), averaged over heads."""
+        batch, heads, query_pixels, tokens = per_head.shape
+        self._grid(layer, query_pixels, grid)
+        per_head = per_head.detach()
+        if self.rows is None:
+            self.maps.setdefault(layer, []).append(per_head.mean(dim=1).float())
+            return
+        total = self.sums.get(layer)
+        if total is None:
+            total = torch.zeros((self.num_images, query_pixels, tokens), dtype=torch.float32,
+                                device=per_head.device)
+            self.sums[layer] = total
+        if not self._weights:
+            total.index_add_(0, self.rows, per_head.float().mean(dim=1))
+            return
+        weights = self._weights.get(heads)
+        if weights is None:  # (images in this forward, batch * heads): 1 / heads where row b is that image's
+            weights = self._weights[-1].repeat_interleave(heads, dim=1) / heads
+            self._weights[heads] = weights
+        summed = weights @ per_head.reshape(batch * heads, query_pixels * tokens).float()
+        total.index_add_(0, self._targets, summed.view(-1, query_pixels, tokens))
+
+    def accumulate(self, num_images: int) -> None:
+        """Switch to running sums over ``num_images`` images (forgetting what was recorded)."""
+        self.maps.clear()
+        self.sums.clear()
+        self.num_images = int(num_images)
+        self.rows = None
+
+    def set_rows(self, rows: torch.Tensor) -> None:
+        """The image (0 .. num_images - 1) of every batch row of the next forward, on the UNet's device."""
+        targets, inverse = torch.unique(rows, return_inverse=True)
+        self.rows, self._targets, self._weights = rows, targets, {}
+        if len(targets) <= _MAX_IMAGES_PER_PRODUCT:
+            onehot = torch.zeros((len(targets), len(rows)), dtype=torch.float32, device=rows.device)
+            onehot[inverse, torch.arange(len(rows), device=rows.device)] = 1.0
+            self._weights[-1] = onehot
+
+    def accumulated(self, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The layer average of the running sums, (num_images, tokens, h, w) at ``size`` (default: the
+        finest layer's grid); divide by the rows per image for the mean."""
+        layers = {}
+        for layer, total in self.sums.items():
+            h, w = self.shapes[layer]
+            layers[layer] = total.reshape(total.shape[0], h, w, total.shape[2]).permute(0, 3, 1, 2)
+        return average_layers(layers, size)
 
     def clear(self) -> None:
         """Forget everything recorded so far (the recorded grids stay valid for the next batch)."""
         self.maps.clear()
+        self.sums.clear()
 
     def layer_maps(self) -> dict[str, torch.Tensor]:
         """Each layer's maps as (batch, tokens, h, w); several forwards are concatenated along batch."""
@@ -101,6 +172,7 @@ def average_layers(layer_maps: dict[str, torch.Tensor], size: tuple[int, int] | 
     return total / len(layer_maps)
 
 
+@functools.lru_cache(maxsize=256)
 def _grid_for(query_pixels: int, input_size: tuple[int, int] | None) -> tuple[int, int]:
     """The (h, w) with h * w = query_pixels whose aspect ratio is closest to the UNet input's."""
     aspect = 1.0 if input_size is None else input_size[0] / input_size[1]
@@ -170,7 +242,7 @@ class CrossAttentionCaptureProcessor:
         probabilities = attn.get_attention_scores(query, key, attention_mask)
         if self.store is not None and self.store.recording:
             per_head = probabilities.view(batch_size, attn.heads, *probabilities.shape[1:])
-            self.store.record(self.layer, per_head.mean(dim=1), grid)
+            self.store.record_heads(self.layer, per_head, grid)
 
         hidden_states = torch.bmm(probabilities, value)
         hidden_states = attn.batch_to_head_dim(hidden_states)
@@ -268,20 +340,19 @@ def extract_cross_attention(
     t_rows = torch.tensor(list(timesteps), dtype=torch.long, device=device).repeat(n)
     image_of_row = torch.arange(n, device=device).repeat_interleave(num_t)
 
-    total: torch.Tensor | None = None
+    noise = noise.flatten(0, 1)
     with torch.no_grad(), capture_cross_attention(unet) as store:
+        # Running sums per image and layer: the layer average and upsampling are linear, so they are
+        # applied once to the sums instead of to every row.
+        store.accumulate(n)
         for start in range(0, rows, chunk):
             index = image_of_row[start:start + chunk]
             t = t_rows[start:start + chunk]
-            clean = clean_samples[index]
-            noisy = noise_scheduler.add_noise(clean, noise.flatten(0, 1)[start:start + chunk], t)
+            noisy = noise_scheduler.add_noise(clean_samples[index], noise[start:start + chunk], t)
             mask = None if encoder_attention_mask is None else encoder_attention_mask[index]
-            store.clear()
+            store.set_rows(index)
             unet(noisy, t, encoder_hidden_states=encoder_hidden_states[index], encoder_attention_mask=mask)
-            maps = store.aggregate()
-            if total is None:
-                total = torch.zeros((n, *maps.shape[1:]), dtype=maps.dtype, device=maps.device)
-            total.index_add_(0, index, maps)
+        total = store.accumulated()
     return total / num_t
 
 
@@ -316,40 +387,180 @@ class PromptTokenSpans:
 def word_token_spans(tokenizer: Any, prompt: str, max_length: int) -> PromptTokenSpans:
     """Map the words of ``prompt`` to token positions, as the model tokenizes it (padded to max_length).
 
-    Uses the fast tokenizer's ``offset_mapping``: a token belongs to every word whose character range it
-    overlaps, so a word split into several subword pieces (WordPiece ``##``, BPE, SentencePiece ``▁``)
-    maps to all of them. Start/end markers are found with ``special_tokens_mask``, padding with the
-    attention mask. Words cut off by truncation keep only the tokens that remain.
+    Works for WordPiece (BERT ``##``), byte-level BPE (CLIP ``</w>``, GPT-2 ``Ġ``) and SentencePiece
+    (``▁``; T5, LLaMA) tokenizers. Each content token gets a character range of the prompt: from the
+    fast tokenizer's ``offset_mapping`` when it has one, otherwise by decoding the tokens one at a time
+    and aligning them left to right with the prompt (case- and accent-insensitively, as CLIP and
+    uncased BERT normalize). A token belongs to every word whose character range it overlaps, so a word
+    split into several pieces maps to all of them; a piece that covers only whitespace (a lone
+    SentencePiece ``▁``) belongs to the word that follows it.
+
+    Start/end markers are found with the special-tokens mask, padding with the attention mask (a
+    tokenizer without a pad token is padded here). The end-of-text token is the first
+    ``eos_token_id`` after the prompt (CLIP ``<|endoftext|>``, which SD's tokenizer also pads with;
+    T5 ``</s>``), else the first ``sep_token_id`` (BERT ``[SEP]``), else the first other marker after
+    the prompt; None when the tokenizer adds none (LLaMA). Words cut off by truncation keep only the
+    tokens that remain.
     """
-    try:
-        encoded = tokenizer(
-            prompt, max_length=max_length, truncation=True, padding="max_length",
-            return_offsets_mapping=True, return_special_tokens_mask=True,
-        )
-    except NotImplementedError as exc:
-        raise CxrbenchError(
-            f"tokenizer must be a fast tokenizer with offset mappings, but got {type(tokenizer).__name__}"
-        ) from exc
-    offsets = encoded["offset_mapping"]
-    special = encoded["special_tokens_mask"]
-    attention = encoded["attention_mask"]
+    ids, attention, special, offsets = _encode_for_spans(tokenizer, prompt, max_length)
     real = [i for i, a in enumerate(attention) if a]
     content = [i for i in real if not special[i]]
-    markers = [i for i in real if special[i]]
-    # Markers after the last content token end the text; for an empty prompt the first one starts it.
-    trailing = [i for i in markers if i > content[-1]] if content else markers[1:]
+    spans = _offset_char_spans(prompt, offsets, content) if offsets is not None else None
+    if spans is None:
+        spans = _decoded_char_spans(tokenizer, prompt, ids, content)
+    spans = {i: _attach_whitespace_piece(prompt, *span) for i, span in spans.items()}
     words = []
     for match in WORD_PATTERN.finditer(prompt):
         start, end = match.span()
-        tokens = tuple(i for i in content if offsets[i][0] < end and offsets[i][1] > start)
+        tokens = tuple(i for i in content if spans[i][0] < end and spans[i][1] > start)
         words.append(WordSpan(start, end, tokens))
     return PromptTokenSpans(
         words=tuple(words),
         prompt_tokens=tuple(content),
-        end_token=trailing[0] if trailing else None,
+        end_token=_end_token(tokenizer, ids, real, content, special),
         real_tokens=tuple(real),
         length=len(attention),
     )
+
+
+def _encode_for_spans(
+    tokenizer: Any, prompt: str, max_length: int
+) -> tuple[list[int], list[int], list[int], list[tuple[int, int]] | None]:
+    """(input_ids, attention_mask, special_tokens_mask, offsets or None), all ``max_length`` long."""
+    kwargs: dict[str, Any] = {
+        "max_length": max_length, "truncation": True, "return_special_tokens_mask": True,
+        "padding": "max_length" if tokenizer.pad_token_id is not None else False,
+    }
+    try:
+        encoded = tokenizer(prompt, return_offsets_mapping=True, **kwargs)
+    except NotImplementedError:  # slow tokenizers of transformers 4.x refuse offsets
+        encoded = tokenizer(prompt, **kwargs)
+    ids = list(encoded["input_ids"])
+    attention = list(encoded.get("attention_mask") or [1] * len(ids))
+    special = encoded.get("special_tokens_mask")
+    if special is None:
+        special_ids = set(tokenizer.all_special_ids)
+        special = [int(i in special_ids) for i in ids]
+    special = list(special)
+    offsets = encoded.get("offset_mapping")
+    offsets = None if offsets is None else [tuple(o) for o in offsets]
+    missing = max_length - len(ids)
+    if missing > 0:  # no pad token: pad here, behind a zero attention mask
+        ids += [0] * missing
+        attention += [0] * missing
+        special += [1] * missing
+        offsets = None if offsets is None else offsets + [(0, 0)] * missing
+    return ids, attention, special, offsets
+
+
+def _offset_char_spans(
+    prompt: str, offsets: Sequence[tuple[int, int]], content: Sequence[int]
+) -> dict[int, tuple[int, int]] | None:
+    """Character ranges of the content tokens from an offset mapping; None when it is unusable."""
+    spans = {i: (int(offsets[i][0]), int(offsets[i][1])) for i in content}
+    if any(not 0 <= s <= e <= len(prompt) for s, e in spans.values()):
+        return None
+    if prompt.strip() and content and all(s == e for s, e in spans.values()):
+        return None  # a tokenizer that reports (0, 0) everywhere has no real offsets
+    return spans
+
+
+def _normalized(text: str) -> tuple[str, list[int]]:
+    """``text`` lowercased without accents, and for each of its characters the index in ``text``."""
+    chars, index = [], []
+    for i, char in enumerate(text):
+        for c in unicodedata.normalize("NFKD", char).lower():
+            if not unicodedata.combining(c):
+                chars.append(c)
+                index.append(i)
+    return "".join(chars), index
+
+
+#: Word-boundary markers of subword vocabularies: CLIP end of word, SentencePiece and GPT-2 byte-level
+#: word start (WordPiece's ``##`` continuation prefix is removed separately).
+_PIECE_MARKERS = ("</w>", "\u2581", "\u0120")
+
+
+def _piece_text(tokenizer: Any, token_id: int) -> str:
+    """The prompt text one token stands for, without word-boundary markers or whitespace."""
+    text = tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    text = text.strip().removeprefix("##")
+    for marker in _PIECE_MARKERS:
+        text = text.replace(marker, "")
+    return "".join(text.split())
+
+
+def _decoded_char_spans(
+    tokenizer: Any, prompt: str, ids: Sequence[int], content: Sequence[int]
+) -> dict[int, tuple[int, int]]:
+    """Character ranges of the content tokens by decoding each and aligning it with the prompt.
+
+    Tokens are matched left to right after a cursor. Tokens whose text is not found (unknown-token
+    markers, partial UTF-8 bytes) share out the text between their matched neighbours: one word or
+    punctuation run each, in order, the last taking the rest.
+    """
+    norm, index = _normalized(prompt)
+    spans: dict[int, tuple[int, int]] = {}
+    unmatched: list[list[int]] = []  # runs of consecutive content tokens without a match
+    cursor = 0
+    previous_matched = True
+    for i in content:
+        key = _normalized(_piece_text(tokenizer, ids[i]))[0]
+        found = norm.find(key, cursor) if key else -1
+        if found < 0:
+            if previous_matched:
+                unmatched.append([])
+            unmatched[-1].append(i)
+            previous_matched = False
+            continue
+        stop = found + len(key)
+        spans[i] = (index[found], index[stop - 1] + 1)
+        cursor = stop
+        previous_matched = True
+    order = {i: k for k, i in enumerate(content)}
+    for run in unmatched:
+        before = [spans[i][1] for i in content[:order[run[0]]] if i in spans]
+        after = [spans[i][0] for i in content[order[run[-1]] + 1:] if i in spans]
+        gap_start, gap_end = (before[-1] if before else 0), (after[0] if after else len(prompt))
+        units = [m.span() for m in _GAP_UNIT.finditer(prompt, gap_start, gap_end)]
+        for k, i in enumerate(run):
+            if k >= len(units):
+                spans[i] = (gap_end, gap_end)
+            elif k == len(run) - 1:
+                spans[i] = (units[k][0], units[-1][1])
+            else:
+                spans[i] = units[k]
+    return spans
+
+
+#: What an unaligned token stands for: a word or a run of punctuation.
+_GAP_UNIT = re.compile(r"\w+|[^\w\s]+")
+
+
+def _attach_whitespace_piece(prompt: str, start: int, end: int) -> tuple[int, int]:
+    """A range that covers only whitespace (or nothing) moves onto the next non-space character."""
+    if prompt[start:end].strip():
+        return start, end
+    following = start
+    while following < len(prompt) and prompt[following].isspace():
+        following += 1
+    return (following, following + 1) if following < len(prompt) else (start, end)
+
+
+def _end_token(
+    tokenizer: Any, ids: Sequence[int], real: Sequence[int], content: Sequence[int], special: Sequence[int]
+) -> int | None:
+    """Position of the end-of-text token: first eos, else first sep, else first other marker after
+    the prompt (see ``word_token_spans``)."""
+    after = [i for i in real if i > content[-1]] if content else list(real)
+    for wanted in (tokenizer.eos_token_id, tokenizer.sep_token_id):
+        if wanted is not None:
+            for i in after:
+                if ids[i] == wanted:
+                    return i
+    starts = {tokenizer.bos_token_id, tokenizer.cls_token_id} - {None}
+    markers = [i for i in after if special[i] and ids[i] not in starts]
+    return markers[0] if markers else None
 
 
 def _matches(word: str, query_words: Sequence[str]) -> bool:

@@ -1,7 +1,10 @@
-"""Reusable building block for diffusers-based model plugins: a small text-conditioned UNet that trains,
-samples and localizes with its cross-attention on the benchmark contract (``DiffusionModel``)."""
+"""Reusable building block for diffusers-based model plugins: a text-conditioned UNet that trains,
+samples and localizes with its cross-attention on the benchmark contract (``DiffusionModel``), in pixel
+space (the built-in models) or in a frozen VAE's latent space (``LatentSpace``, Stable Diffusion)."""
 
 from cxrbench.diffusion.model import DiffusionModel, DiffusionOptions
+from cxrbench.diffusion.spaces import LatentSpace, PixelSpace, SampleSpace
 from cxrbench.diffusion.text import TextConditioner, load_text_encoder, minilm_path
 
-__all__ = ["DiffusionModel", "DiffusionOptions", "TextConditioner", "load_text_encoder", "minilm_path"]
+__all__ = ["DiffusionModel", "DiffusionOptions", "LatentSpace", "PixelSpace", "SampleSpace",
+           "TextConditioner", "load_text_encoder", "minilm_path"]

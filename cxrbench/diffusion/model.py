@@ -11,6 +11,11 @@ a subclass that sets ``model_id`` and its options' defaults, or overrides ``buil
 
         class Options(DiffusionOptions):
             train_text_encoder: bool = False
+
+Models built from other components (a pretrained UNet, a VAE latent space, another tokenizer and
+encoder: the Stable Diffusion plugin) override ``build`` to set ``unet``, ``text``, ``noise_scheduler``
+and ``space`` (``cxrbench.diffusion.spaces``), and ``training_settings`` for mixed precision, gradient
+accumulation and EMA; fit, generate, localize, save and load then work unchanged.
 """
 
 from __future__ import annotations
@@ -27,15 +32,10 @@ from pydantic import Field
 from cxrbench.attention import extract_cross_attention, token_group_maps, token_group_weights
 from cxrbench.data.schema import Sample
 from cxrbench.diffusion.sampling import sample
+from cxrbench.diffusion.spaces import PixelSpace, SampleSpace, images_tensor
 from cxrbench.diffusion.text import TextConditioner, load_text_encoder
-from cxrbench.diffusion.training import train_denoiser
-from cxrbench.diffusion.unet import (
-    build_unet,
-    from_model_space,
-    resize_images,
-    to_model_space,
-    unshuffle_factor_for,
-)
+from cxrbench.diffusion.training import autocast, train_denoiser
+from cxrbench.diffusion.unet import build_unet, unshuffle_factor_for
 from cxrbench.errors import ProtocolError
 from cxrbench.model import (
     GENERATE,
@@ -53,6 +53,7 @@ from cxrbench.protocol import derive_seed
 STATE_FORMAT = 1
 STATE_FILE = "model.json"
 UNET_FILE = "unet.safetensors"
+EMA_UNET_FILE = "unet_ema.safetensors"
 TEXT_ENCODER_FILE = "text_encoder.safetensors"
 
 
@@ -95,9 +96,14 @@ class DiffusionModel(Model):
         self.unet: torch.nn.Module | None = None
         self.text: TextConditioner | None = None
         self.noise_scheduler: Any = None
+        self.space: SampleSpace | None = None
         self.image_size: int | None = None
         self.factor: int | None = None
         self.device = torch.device("cpu")
+        #: Autocast precision of every UNet forward ("no", "fp16", "bf16"); set by ``build``.
+        self.mixed_precision = "no"
+        #: The last training step's UNet weights (CPU) when the UNet holds their moving average instead.
+        self.raw_unet_state: dict[str, torch.Tensor] | None = None
 
     # ----------------------------------------------------------------------------------- building
 
@@ -106,7 +112,9 @@ class DiffusionModel(Model):
         tokenizer, encoder = load_text_encoder(self.options.text_encoder_path)
         return TextConditioner(tokenizer, encoder, self.options.max_tokens, self.options.train_text_encoder)
 
-    def _build(self, image_size: int, device: torch.device | str) -> None:
+    def build(self, image_size: int, device: torch.device | str) -> None:
+        """Make the components for ``image_size`` on ``device``: ``unet`` (fresh weights, drawn from the
+        global generator), ``text``, ``noise_scheduler`` (the training schedule) and ``space``."""
         from diffusers import DDPMScheduler
 
         opts = self.options
@@ -114,6 +122,7 @@ class DiffusionModel(Model):
         self.image_size = int(image_size)
         levels = len(opts.block_out_channels)
         self.factor = unshuffle_factor_for(self.image_size, opts.unshuffle_factor, levels)
+        self.space = PixelSpace(self.factor)
         self.text = self.build_text_conditioner().to(self.device)
         self.unet = build_unet(
             in_channels=self.factor**2,
@@ -128,6 +137,16 @@ class DiffusionModel(Model):
             num_train_timesteps=opts.num_train_timesteps, beta_schedule=opts.beta_schedule
         )
 
+    def training_settings(self, budget: TrainingBudget) -> dict[str, Any]:
+        """Keyword arguments of ``train_denoiser`` beyond data and budget, plus ``ema_decay`` (None: no
+        moving average of the UNet weights)."""
+        opts = self.options
+        return {
+            "text_learning_rate": opts.text_encoder_learning_rate or budget.text_encoder_learning_rate,
+            "max_grad_norm": opts.max_grad_norm,
+            "ema_decay": None,
+        }
+
     def _require_fitted(self, image_size: int) -> None:
         if self.unet is None:
             raise ProtocolError(f"model {self.model_id!r} must be fitted (fit) or restored (load) before use")
@@ -138,27 +157,40 @@ class DiffusionModel(Model):
             )
 
     def _images_tensor(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
-        array = np.stack([np.asarray(im, dtype=np.float32) for im in images])
-        return resize_images(torch.from_numpy(array), self.image_size).to(self.device)
+        return images_tensor(images, self.image_size).to(self.device)
 
     # ------------------------------------------------------------------------------------ contract
 
     def fit(self, train: Sequence[Sample], budget: TrainingBudget, context: FitContext) -> None:
-        """Train the UNet from scratch (and the encoder when trainable) for exactly ``budget.steps`` steps.
+        """Train the UNet (and the encoder when trainable) for exactly ``budget.steps`` steps.
 
         Deterministic for a seed: ``torch.manual_seed(context.seed)`` before the weights are made, and
-        every random draw of training comes from generators seeded from ``context.seed``.
+        every random draw of training comes from generators seeded from ``context.seed``. The training
+        images are brought into the sample space once (``SampleSpace.encode_training_set``). With an
+        EMA decay, the UNet ends up holding the moving average (what generate and localize use) and
+        ``raw_unet_state`` the last step's weights.
         """
         if not train:
             raise ProtocolError("train must hold at least one sample, but got none")
         torch.manual_seed(context.seed)
-        self._build(context.image_size, context.device)
-        clean = to_model_space(self._images_tensor([s.image for s in train]), self.factor)
-        text_lr = self.options.text_encoder_learning_rate or budget.text_encoder_learning_rate
+        self.build(context.image_size, context.device)
+        clean = self.space.encode_training_set(train, self.image_size, self.device,
+                                               derive_seed(context.seed, "encode"), context.workdir)
+        settings = self.training_settings(budget)
+        ema_decay = settings.pop("ema_decay", None)
+        ema = None
+        if ema_decay is not None:
+            from diffusers.training_utils import EMAModel
+
+            ema = EMAModel(self.unet.parameters(), decay=ema_decay, foreach=True)
         train_denoiser(
             self.unet, self.text, clean, [s.report for s in train], budget, context, self.noise_scheduler,
-            text_learning_rate=text_lr, max_grad_norm=self.options.max_grad_norm,
+            mixed_precision=self.mixed_precision, ema=ema, **settings,
         )
+        self.raw_unet_state = None
+        if ema is not None:
+            self.raw_unet_state = {k: v.detach().cpu().clone() for k, v in self.unet.state_dict().items()}
+            ema.copy_to(self.unet.parameters())
 
     def generate(
         self, prompts: Sequence[str], seeds: Sequence[int], image_size: int, sampler: SamplerConfig
@@ -169,16 +201,16 @@ class DiffusionModel(Model):
             raise ProtocolError(
                 f"prompts and seeds must have the same length, but got {len(prompts)} and {len(seeds)}"
             )
-        grid = image_size // self.factor
-        shape = (self.factor**2, grid, grid)
+        shape = self.space.sample_shape(image_size)
         batch = self.options.generation_batch_size
         out = []
         with torch.no_grad():
             for start in range(0, len(prompts), batch):
                 stop = start + batch
-                samples = sample(self.unet, self.text, list(prompts[start:stop]), list(seeds[start:stop]),
-                                 shape, sampler, self.noise_scheduler.config)
-                out.append(from_model_space(samples, self.factor).cpu())
+                with autocast(self.device, self.mixed_precision):
+                    samples = sample(self.unet, self.text, list(prompts[start:stop]), list(seeds[start:stop]),
+                                     shape, sampler, self.noise_scheduler.config)
+                out.append(self.space.decode(samples.float()).cpu())
         if not out:
             return np.zeros((0, image_size, image_size), dtype=np.float32)
         return torch.cat(out).numpy().astype(np.float32)
@@ -215,8 +247,8 @@ class DiffusionModel(Model):
         firsts = sorted(set(slot_of_query))
         position = {q: k for k, q in enumerate(firsts)}
 
-        with torch.no_grad():
-            clean = to_model_space(self._images_tensor(images[firsts]), self.factor)
+        with torch.no_grad(), autocast(self.device, self.mixed_precision):
+            clean = self.space.encode(self._images_tensor(images[firsts]))
             hidden, mask = self.text.encode([queries[i].report for i in firsts])
             attention = extract_cross_attention(
                 self.unet, clean, hidden, extraction.timesteps, self.noise_scheduler,
@@ -235,14 +267,20 @@ class DiffusionModel(Model):
 
     def save(self, directory: Path) -> bool:
         """Write ``model.json`` (options, image size), the UNet and, when trained, the text encoder weights
-        (safetensors). A frozen encoder is not saved: it is the pretrained one."""
+        (safetensors). A frozen encoder is not saved: it is the pretrained one. With EMA, ``unet.safetensors``
+        holds the last step's weights and ``unet_ema.safetensors`` their moving average."""
         from safetensors.torch import save_file
 
         if self.unet is None:
             return False
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(_contiguous(self.unet.state_dict()), str(directory / UNET_FILE))
+        if self.raw_unet_state is not None:
+            save_file(_contiguous(self.raw_unet_state), str(directory / UNET_FILE))
+            save_file(_contiguous(self.unet.state_dict()), str(directory / EMA_UNET_FILE))
+        else:
+            save_file(_contiguous(self.unet.state_dict()), str(directory / UNET_FILE))
+            (directory / EMA_UNET_FILE).unlink(missing_ok=True)
         if self.text.trainable:
             save_file(_contiguous(self.text.state_dict()), str(directory / TEXT_ENCODER_FILE))
         state = {
@@ -267,8 +305,14 @@ class DiffusionModel(Model):
         state = json.loads(path.read_text())
         if state.get("format") != STATE_FORMAT or state.get("options") != self.config():
             return False
-        self._build(state["image_size"], self.device)
-        self.unet.load_state_dict(load_file(str(directory / UNET_FILE), device=str(self.device)))
+        self.build(state["image_size"], self.device)
+        ema_path = directory / EMA_UNET_FILE
+        if ema_path.is_file():
+            self.raw_unet_state = load_file(str(directory / UNET_FILE), device="cpu")
+            self.unet.load_state_dict(load_file(str(ema_path), device=str(self.device)))
+        else:
+            self.raw_unet_state = None
+            self.unet.load_state_dict(load_file(str(directory / UNET_FILE), device=str(self.device)))
         if self.text.trainable:
             self.text.load_state_dict(load_file(str(directory / TEXT_ENCODER_FILE), device=str(self.device)))
         return True

@@ -3,7 +3,9 @@
 Every image draws its initial noise, and any per-step noise (DDIM with eta > 0, DDPM), from its own
 ``torch.Generator`` seeded with that image's seed, so a (prompt, seed) pair gives the same image
 whatever batch it is in. Guidance (Ho & Salimans, 2022): ``eps = eps(x, "") + g * (eps(x, c) - eps(x, ""))``
-for ``guidance_scale`` g > 1; g <= 1 runs the conditional prediction alone.
+for ``guidance_scale`` g > 1; g <= 1 runs the conditional prediction alone. The sampler inherits the
+training schedule's configuration, ``prediction_type`` included, so a v-prediction UNet (Stable
+Diffusion 2) is combined and stepped the same way.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def sample(
     if guided:
         empty_hidden, empty_mask = text.encode([""] * len(prompts))
         hidden = torch.cat([empty_hidden, hidden])
-        mask = torch.cat([empty_mask, mask])
+        mask = None if mask is None else torch.cat([empty_mask, mask])
     step_kwargs: dict[str, Any] = {"generator": generators}
     if sampler.name == "ddim":
         step_kwargs["eta"] = sampler.eta
@@ -69,9 +71,10 @@ def sample(
         if guided:
             model_input = torch.cat([model_input, model_input])
         timestep = torch.full((model_input.shape[0],), int(t), dtype=torch.long, device=device)
-        eps = unet(model_input, timestep, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
+        output = unet(model_input, timestep, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
+        output = output.float()  # guidance and the scheduler step in float32, also under autocast
         if guided:
-            eps_unconditional, eps_conditional = eps.chunk(2)
-            eps = eps_unconditional + sampler.guidance_scale * (eps_conditional - eps_unconditional)
-        x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
+            unconditional, conditional = output.chunk(2)
+            output = unconditional + sampler.guidance_scale * (conditional - unconditional)
+        x = scheduler.step(output, t, x, **step_kwargs).prev_sample
     return x

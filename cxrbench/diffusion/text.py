@@ -6,6 +6,10 @@ downloaded. Prompts are padded (or truncated) to ``max_tokens``; the attention m
 hidden states and is passed to the UNet as ``encoder_attention_mask``, which turns it into a -10000
 bias, so padding positions get no cross-attention (probability 0 in float32). A trainable encoder runs
 only up to the longest prompt of its batch; the positions after it are zero states behind a zero mask.
+
+Encoders trained without an attention mask (CLIP in Stable Diffusion) use ``use_attention_mask=False``:
+every prompt is padded to ``max_tokens`` with the tokenizer's pad token, the encoder sees no mask, and
+the UNet attends to every position, padding included, as in diffusers' Stable Diffusion pipeline.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ def minilm_path() -> Path:
 
 
 @contextmanager
-def _hub_offline() -> Iterator[None]:
+def hub_offline() -> Iterator[None]:
+    """Set ``HF_HUB_OFFLINE`` and ``TRANSFORMERS_OFFLINE`` while loading, so nothing is downloaded."""
     saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ.update({k: "1" for k in saved})
     try:
@@ -64,7 +69,7 @@ def _load_pretrained(path: str) -> tuple[Any, torch.nn.Module]:
     if not Path(path, "config.json").is_file():
         raise AssetUnavailable(f"text encoder path must be a local transformers folder with config.json, "
                                f"but got {path!r}")
-    with _hub_offline():
+    with hub_offline():
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         encoder = AutoModel.from_pretrained(path, local_files_only=True)
     encoder.requires_grad_(False).eval()
@@ -85,20 +90,25 @@ def load_text_encoder(path: Path | str | None = None) -> tuple[Any, torch.nn.Mod
 class TextConditioner:
     """Turns prompts into UNet conditioning: (hidden (B, max_tokens, D), attention_mask (B, max_tokens)).
 
-    Frozen (``trainable=False``): embeddings are computed once per unique prompt without gradients and
-    cached. Trainable: every ``encode`` runs the encoder (each unique prompt of the batch once) so
-    gradients reach its weights; ``parameters()`` lists them for the optimizer. The encoder stays in eval
-    mode (no dropout) also while it trains, like the seed paper's CLIP text encoder, which has none.
+    Frozen (``trainable=False``): embeddings are computed without gradients, and with ``cache`` once per
+    unique prompt (turn the cache off for training sets too large to hold every report's states).
+    Trainable: every ``encode`` runs the encoder (each unique prompt of the batch once) so gradients reach
+    its weights; ``parameters()`` lists them for the optimizer. The encoder stays in eval mode (no
+    dropout) also while it trains, like the seed paper's CLIP text encoder, which has none. With
+    ``use_attention_mask=False`` the mask returned is None (see the module docstring).
     """
 
-    def __init__(self, tokenizer: Any, encoder: torch.nn.Module, max_tokens: int, trainable: bool) -> None:
+    def __init__(self, tokenizer: Any, encoder: torch.nn.Module, max_tokens: int, trainable: bool,
+                 use_attention_mask: bool = True, cache: bool = True) -> None:
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.max_tokens = int(max_tokens)
         self.trainable = bool(trainable)
+        self.use_attention_mask = bool(use_attention_mask)
+        self.cache = bool(cache)
         self.encoder.requires_grad_(self.trainable)
         self.encoder.eval()
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     @property
     def hidden_size(self) -> int:
@@ -108,8 +118,9 @@ class TextConditioner:
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
 
-    def to(self, device: torch.device | str) -> TextConditioner:
-        self.encoder.to(device)
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TextConditioner:
+        """Move the encoder to ``device`` (and, for a frozen one kept in half precision, ``dtype``)."""
+        self.encoder.to(device) if dtype is None else self.encoder.to(device, dtype)
         self._cache.clear()
         return self
 
@@ -122,11 +133,15 @@ class TextConditioner:
         """Word -> token positions of ``prompt`` in the sequences ``encode`` produces."""
         return word_token_spans(self.tokenizer, prompt, self.max_tokens)
 
-    def _run_encoder(self, prompts: Sequence[str], padding: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run_encoder(self, prompts: Sequence[str], padding: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.use_attention_mask:
+            padding = "max_length"
         batch = self.tokenizer(
             list(prompts), max_length=self.max_tokens, truncation=True, padding=padding, return_tensors="pt"
         )
         ids = batch["input_ids"].to(self.device)
+        if not self.use_attention_mask:
+            return self.encoder(input_ids=ids).last_hidden_state, None
         mask = batch["attention_mask"].to(self.device)
         hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         missing = self.max_tokens - hidden.shape[1]
@@ -136,24 +151,28 @@ class TextConditioner:
             mask = torch.nn.functional.pad(mask, (0, missing))
         return hidden, mask
 
-    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Hidden states (B, max_tokens, hidden_size) and attention mask (B, max_tokens) of ``prompts``."""
         unique = list(dict.fromkeys(prompts))
-        if self.trainable:
+        if self.trainable or not self.cache:
             # Padding only to the batch's longest prompt saves encoder time while it trains.
-            hidden, mask = self._run_encoder(unique, padding="longest")
+            padding = "longest" if self.trainable else "max_length"
+            with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+                hidden, mask = self._run_encoder(unique, padding=padding)
             position = {p: i for i, p in enumerate(unique)}
             index = torch.tensor([position[p] for p in prompts], device=hidden.device)
-            return hidden[index], mask[index]
+            return hidden[index], None if mask is None else mask[index]
         missing = [p for p in unique if p not in self._cache]
         for start in range(0, len(missing), _FROZEN_ENCODE_BATCH):
             chunk = missing[start:start + _FROZEN_ENCODE_BATCH]
             with torch.no_grad():
                 hidden, mask = self._run_encoder(chunk, padding="max_length")
             for i, prompt in enumerate(chunk):
-                self._cache[prompt] = (hidden[i], mask[i])
-        return (torch.stack([self._cache[p][0] for p in prompts]),
-                torch.stack([self._cache[p][1] for p in prompts]))
+                self._cache[prompt] = (hidden[i], None if mask is None else mask[i])
+        hidden = torch.stack([self._cache[p][0] for p in prompts])
+        if not self.use_attention_mask:
+            return hidden, None
+        return hidden, torch.stack([self._cache[p][1] for p in prompts])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.encoder.state_dict()
