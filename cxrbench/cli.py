@@ -1,4 +1,4 @@
-"""Command line: list / run / leaderboard / compare / validate / data."""
+"""Command line: list / run / leaderboard / compare / validate / data / bench."""
 
 from __future__ import annotations
 
@@ -90,7 +90,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     track = get_track(args.track)
     seeds = args.seeds if args.seeds is not None else list(track.seeds)
     outcomes = run_benchmark(args.models, track, seeds, Path(args.out), workdir=Path(args.workdir),
-                             options=_parse_options(args.option), show_progress=not args.quiet, device=args.device)
+                             options=_parse_options(args.option), show_progress=not args.quiet, device=args.device,
+                             feature_extractors=args.feature_extractors, checkpoint_every=args.checkpoint_every)
+    from cxrbench.distributed import processes
+
+    if not processes().is_main:  # every process has the outcomes; the main one reports them
+        return 0 if all(o.status == "ok" for o in outcomes) else 1
     print(summary_table(outcomes))
     for o in outcomes:
         if o.error:
@@ -146,6 +151,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         outcomes = run_benchmark([args.model_a, args.model_b], track, seeds, Path(args.results),
                                  workdir=Path(args.workdir), show_progress=not args.quiet, device=args.device)
         failed = [o for o in outcomes if o.status != "ok"]
+        from cxrbench.distributed import processes
+
+        if not processes().is_main:  # the main process compares and reports
+            return 1 if failed else 0
         for o in failed:
             print(f"{o.model} seed {o.seed} failed: {o.error}", file=sys.stderr)
         if failed:
@@ -194,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="stage artifacts for resuming")
     p.add_argument("--option", action="append", default=[], metavar="MODEL.KEY=VALUE")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--feature-extractor", dest="feature_extractors", action="append", default=None,
+                   metavar="NAME", help="score fidelity with these extractors only (repeatable; default: the "
+                   "track's, plus inception/xrv when CXRBENCH_INCEPTION_WEIGHTS/CXRBENCH_XRV_WEIGHTS is set)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                   help="write training checkpoints every STEPS steps; an interrupted fit resumes from the latest")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check result files against the schema and their track's hash")
@@ -229,7 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--image-size", type=int, default=128)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_data_show)
+    _add_bench_parser(sub)
     return parser
+
+
+def _add_bench_parser(sub: Any) -> None:
+    from cxrbench.bench import add_arguments, cmd_bench
+
+    p = sub.add_parser("bench", help="measure the speed of pipeline parts (extraction: batched vs sequential)")
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)
 
 
 def main(argv: list[str] | None = None) -> int:

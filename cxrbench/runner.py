@@ -3,11 +3,18 @@
 Each stage leaves an artifact in the run's work folder, written atomically; running the same command again
 after an interruption continues from the last finished stage. A model that fails is recorded as a failed
 result with the stage and error, and the other runs go on.
+
+Under a launcher (``accelerate launch -m cxrbench run ...``, ``torchrun``; see ``cxrbench.distributed``)
+every process runs the same stages: models that support it fine-tune with DDP, generation and
+localization are shared out by sample (process i takes samples i, i+P, ...) and gathered on the main
+process, which alone writes artifacts, scores and writes the result. ``--out`` and ``--workdir`` must
+then be on a filesystem every process sees.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import traceback
 from collections.abc import Sequence
@@ -20,6 +27,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from cxrbench.data.schema import NO_FINDING, QUERY_WORDS, Sample
+from cxrbench.distributed import broadcast_from_main, init_processes, map_sharded, process_device, processes
 from cxrbench.environment import environment_record
 from cxrbench.errors import ProtocolError, ResultError
 from cxrbench.model import GENERATE, LOCALIZE, FitContext, LocalizationQuery, Model
@@ -34,7 +42,7 @@ from cxrbench.results import (
     result_stem,
     validation_errors,
 )
-from cxrbench.scoring import Scores, score_fidelity, score_localization
+from cxrbench.scoring import Scores, feature_extractors_to_run, score_fidelity, score_localization
 
 GENERATION_CHUNK = 32
 LOCALIZATION_CHUNK = 16
@@ -120,9 +128,11 @@ class RunStages:
     """The stages of one (model, track, seed) run and their artifacts in ``workdir``."""
 
     def __init__(self, entry: ModelEntry, options: dict[str, Any], track: Track, seed: int, data: TrackData,
-                 workdir: Path, progress: _Progress, device: str) -> None:
+                 workdir: Path, progress: _Progress, device: str, checkpoint_every: int | None = None) -> None:
         self.entry, self.options, self.track, self.seed, self.data = entry, options, track, seed, data
         self.workdir, self.progress, self.device = workdir, progress, device
+        self.checkpoint_every = checkpoint_every
+        self.procs = processes()
         self.timings: dict[str, float] = {}
         self.reused: list[str] = []
         self._model: Model | None = None
@@ -139,6 +149,8 @@ class RunStages:
         return self.entry.cls.capabilities
 
     def _done(self, stage: str, seconds: float) -> None:
+        if not self.procs.is_main:
+            return
         self._stamp["done"][stage] = seconds
         atomic_write_json(self._stamp_path, self._stamp)
 
@@ -157,18 +169,20 @@ class RunStages:
                 bar = self.progress.bar(self.track.budget.steps, f"{self.entry.model_id} fit")
 
                 def on_step(step: int, logs: dict[str, float]) -> None:
-                    bar.update(1)
+                    bar.update(step - bar.n)  # a fit resumed from a checkpoint starts past 0
                     if logs:
                         bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
 
                 context = FitContext(seed=self.seed, workdir=self.workdir / "fit-scratch",
-                                     image_size=self.track.image_size, progress=on_step, device=self.device)
+                                     image_size=self.track.image_size, progress=on_step, device=self.device,
+                                     checkpoint_every=self.checkpoint_every)
                 context.workdir.mkdir(parents=True, exist_ok=True)
                 self._model.fit(self.data.train, self.track.budget, context)
                 bar.close()
                 self.timings["fit_s"] = time.perf_counter() - t0
-                if self._model.save(fit_dir):
+                if self.procs.is_main and self._model.save(fit_dir):
                     self._done("fit", self.timings["fit_s"])
+                    shutil.rmtree(context.checkpoint_dir, ignore_errors=True)  # the saved fit supersedes them
             self._fitted = True
         return self._model
 
@@ -180,26 +194,32 @@ class RunStages:
         if "generate" in self._stamp["done"] and path.exists():
             self.timings["generate_s"] = self._stamp["done"]["generate"]
             self.reused.append("generate")
+            if not self.procs.is_main:
+                return None
             return np.load(path)["images"], index, labels
         model = self.model()
         self.stage = "generate"
         t0 = time.perf_counter()
         bar = self.progress.bar(len(prompts), f"{self.entry.model_id} generate")
-        chunks = []
         size = self.track.image_size
-        for start in range(0, len(prompts), GENERATION_CHUNK):
-            stop = start + GENERATION_CHUNK
-            images = np.asarray(model.generate(prompts[start:stop], seeds[start:stop], size, self.track.sampler),
-                                dtype=np.float32)
-            expected = (len(prompts[start:stop]), size, size)
+
+        def work(positions: list[int]) -> np.ndarray:
+            images = np.asarray(model.generate([prompts[j] for j in positions], [seeds[j] for j in positions],
+                                               size, self.track.sampler), dtype=np.float32)
+            expected = (len(positions), size, size)
             if images.shape != expected:
                 raise _contract(f"generate returned shape {images.shape}, expected {expected}")
             if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
                 raise _contract("generate must return finite values in [0, 1]")
-            chunks.append(images)
-            bar.update(len(images))
+            return images
+
+        # One unit per prompt (its images); process i of P takes prompts i, i+P, ...
+        units = [np.flatnonzero(index == p).tolist() for p in range(len(labels))]
+        generated = map_sharded(units, work, GENERATION_CHUNK, bar.update)
         bar.close()
-        images = np.concatenate(chunks)
+        if generated is None:  # not the main process: its images went to the main one
+            return None
+        images = np.stack(generated) if generated else np.zeros((0, size, size), np.float32)
         self.timings["generate_s"] = time.perf_counter() - t0
         _save_npz(path, images=images)
         self._done("generate", self.timings["generate_s"])
@@ -212,6 +232,8 @@ class RunStages:
         if "localize" in self._stamp["done"] and path.exists():
             self.timings["localize_s"] = self._stamp["done"]["localize"]
             self.reused.append("localize")
+            if not self.procs.is_main:
+                return None
             stored = np.load(path)
             groups = sorted({k.split("/", 1)[0] for k in stored.files})
             return [{g: stored[f"{g}/{i}"] for g in groups if f"{g}/{i}" in stored.files} for i in range(len(queries))]
@@ -220,16 +242,23 @@ class RunStages:
         by_id = {s.id: s for s in self.data.test}
         t0 = time.perf_counter()
         bar = self.progress.bar(len(queries), f"{self.entry.model_id} localize")
-        maps: list[dict[str, np.ndarray]] = []
-        for start in range(0, len(queries), LOCALIZATION_CHUNK):
-            chunk = queries[start:start + LOCALIZATION_CHUNK]
+
+        def work(positions: list[int]) -> list[dict[str, np.ndarray]]:
+            chunk = [queries[i] for i in positions]
             images = np.stack([by_id[q.sample_id].image for q in chunk])
             out = model.localize(images, chunk, self.track.extraction)
             if len(out) != len(chunk):
                 raise _contract(f"localize returned {len(out)} map sets for {len(chunk)} queries")
-            maps.extend({g: np.asarray(m, dtype=np.float32) for g, m in d.items()} for d in out)
-            bar.update(len(chunk))
+            return [{g: np.asarray(m, dtype=np.float32) for g, m in d.items()} for d in out]
+
+        # One unit per test sample (its queries); process i of P takes samples i, i+P, ...
+        units: dict[str, list[int]] = {}
+        for i, q in enumerate(queries):
+            units.setdefault(q.sample_id, []).append(i)
+        maps = map_sharded(list(units.values()), work, LOCALIZATION_CHUNK, bar.update)
         bar.close()
+        if maps is None:  # not the main process: its maps went to the main one
+            return None
         self.timings["localize_s"] = time.perf_counter() - t0
         _save_npz(path, **{f"{g}/{i}": m for i, d in enumerate(maps) for g, m in d.items()})
         self._done("localize", self.timings["localize_s"])
@@ -256,11 +285,12 @@ def _skeleton(entry: ModelEntry, options: dict[str, Any], track: Track, seed: in
             "plugin": entry.plugin.name,
             "config": {},
             "capabilities": list(entry.capabilities),
+            "baseline": entry.cls.baseline or None,
         },
         "seed": seed,
         "dataset": {"name": track.dataset.name, "params": dict(track.dataset.params)},
         "evaluators": {},
-        "environment": environment_record(device),
+        "environment": environment_record(device, processes().count),
         "timings": {},
         "metrics": {},
         "per_class": {},
@@ -282,15 +312,26 @@ def finished_result(path: Path, track: Track) -> dict[str, Any] | None:
 
 
 def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: Path, registry: Registry,
-            options: dict[str, Any] | None = None, show_progress: bool = True, device: str = "cpu") -> RunOutcome:
-    """Run one (model, track, seed) through every stage, reusing finished stages; never raises for model errors."""
+            options: dict[str, Any] | None = None, show_progress: bool = True, device: str = "cpu",
+            feature_extractors: Sequence[str] | None = None, checkpoint_every: int | None = None) -> RunOutcome:
+    """Run one (model, track, seed) through every stage, reusing finished stages; never raises for model errors.
+
+    ``feature_extractors``: the run's explicit list (default: see ``cxrbench.scoring.feature_extractors_to_run``).
+    ``checkpoint_every``: training checkpoints every that many steps (``FitContext.checkpoint_every``).
+    Every process of a multi-process run calls it and gets the main process's outcome.
+    """
+    procs = processes()
     options = dict(options or {})
     stem = result_stem(entry.model_id, track.name, seed)
     result_path = out_dir / f"{stem}.json"
-    done = finished_result(result_path, track)
+    done = finished_result(result_path, track) if procs.is_main else None
+    reused = None
     if done is not None and done["plugin"].get("config_requested", {}) == json_safe(options):
-        return RunOutcome(entry.model_id, track.name, seed, "ok", result_path, done["metrics"], done["timings"],
-                          reused=["result"])
+        reused = RunOutcome(entry.model_id, track.name, seed, "ok", result_path, done["metrics"], done["timings"],
+                            reused=["result"])
+    reused = broadcast_from_main(reused)
+    if reused is not None:
+        return reused
     record = _skeleton(entry, options, track, seed, device)
     record["plugin"]["config_requested"] = json_safe(options)
     work = workdir / stem
@@ -303,12 +344,15 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
         data = load_track_data(track, registry)
         record["dataset"].update(fingerprint=data.fingerprint, n_train=len(data.train), n_test=len(data.test))
         data_s = time.perf_counter() - t0
-        stages = RunStages(entry, options, track, seed, data, work, _Progress(show_progress), device)
+        stages = RunStages(entry, options, track, seed, data, work, _Progress(show_progress and procs.is_main),
+                           device, checkpoint_every)
         stage = "generate"
         generated = stages.generate()
         stage = "localize"
         queries = localization_queries(data.test)
         maps = stages.localize(queries)
+        if not procs.is_main:  # its shares went to the main process, which scores and writes
+            return broadcast_from_main(None)
         stage = "metrics"
         t0 = time.perf_counter()
         scores = Scores()
@@ -317,7 +361,9 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
         if generated is not None:
             images, index, labels = generated
             real = np.stack([s.image for s in data.test])
-            extractors = {name: e.factory for name, e in registry.feature_extractors.items()}
+            names = feature_extractors_to_run(registry.feature_extractors, track.feature_extractors,
+                                              feature_extractors)
+            extractors = {name: registry.feature_extractors[name].factory for name in names}
             score_fidelity(scores, real, images, index, labels, extractors, seed)
         record["timings"] = {"data_s": data_s, **stages.timings, "metrics_s": time.perf_counter() - t0}
         record["metrics"], record["per_class"], record["evaluators"] = scores.metrics, scores.per_class, scores.evaluators
@@ -330,6 +376,8 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
                                                 for line in scores.per_sample))
         record["per_sample_file"] = samples_path.name
     except Exception as exc:
+        if not procs.is_main:  # the main process records the failure (another process's as a RemoteError)
+            return broadcast_from_main(None)
         if stages is not None and stage in ("generate", "localize"):
             stage = stages.stage
         record["status"] = "failed"
@@ -342,15 +390,25 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
                          record["timings"], reused=stages.reused if stages else [])
     if record["error"]:
         outcome.error = f"{record['error']['stage']}: {record['error']['type']}: {record['error']['message']}"
-    return outcome
+    return broadcast_from_main(outcome)
 
 
 def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], out_dir: Path,
                   workdir: Path | None = None, options: dict[str, dict[str, Any]] | None = None,
-                  registry: Registry | None = None, show_progress: bool = True, device: str = "cpu") -> list[RunOutcome]:
-    """Run every model on the track for every seed; unknown model ids fail before anything runs."""
+                  registry: Registry | None = None, show_progress: bool = True, device: str = "cpu",
+                  feature_extractors: Sequence[str] | None = None,
+                  checkpoint_every: int | None = None) -> list[RunOutcome]:
+    """Run every model on the track for every seed; unknown model ids or extractors fail before anything runs.
+
+    Under a launcher, joins the other processes first (``cxrbench.distributed.init_processes``); "cuda"
+    then means each process's own GPU.
+    """
+    init_processes(device)
+    device = process_device(device)
     registry = registry or get_registry()
     entries = [registry.model(m) for m in model_ids]
+    if feature_extractors is not None:
+        feature_extractors_to_run(registry.feature_extractors, track.feature_extractors, feature_extractors)
     for model_id in options or {}:
         if model_id not in model_ids:
             raise ProtocolError(f"--option names model {model_id!r}, which is not among the models run: {list(model_ids)}")
@@ -367,7 +425,8 @@ def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], 
     for seed in seeds:
         for entry in entries:
             outcomes.append(run_one(entry, track, seed, out_dir, workdir, registry,
-                                    (options or {}).get(entry.model_id), show_progress, device))
+                                    (options or {}).get(entry.model_id), show_progress, device,
+                                    feature_extractors=feature_extractors, checkpoint_every=checkpoint_every))
     return outcomes
 
 

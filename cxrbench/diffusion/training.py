@@ -1,32 +1,62 @@
-"""Training: the DDPM epsilon-prediction objective, a fixed number of AdamW steps, deterministic per seed.
+"""Training: the DDPM denoising objective, a fixed number of AdamW steps, deterministic per seed.
 
 Loss (Ho et al., 2020): ``|| eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, c) ||^2`` with
-t uniform over the training schedule's timesteps and eps standard normal. With probability
-``caption_dropout`` the prompt c is replaced by "" so the same network also learns the unconditional
-prediction that classifier-free guidance needs.
+t uniform over the training schedule's timesteps and eps standard normal; a schedule configured with
+``prediction_type="v_prediction"`` (Stable Diffusion 2) regresses the velocity
+``sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` instead (Salimans & Ho, 2022), ``"sample"`` regresses x0.
+With probability ``caption_dropout`` the prompt c is replaced by "" so the same network also learns the
+unconditional prediction that classifier-free guidance needs.
+
+For large models: the batch can be split into micro-batches whose gradients are accumulated into one
+optimizer step (the same step as the whole batch at once, up to float rounding), the forward passes can
+run under autocast ("fp16" with a gradient scaler on CUDA, or "bf16"), and an exponential moving average
+of the UNet weights can follow every step.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
+from cxrbench.diffusion.checkpoints import GeneratorState, TrainingCheckpoints, training_key
 from cxrbench.diffusion.text import TextConditioner
+from cxrbench.distributed import mean_across, processes
 from cxrbench.model import FitContext, TrainingBudget
 from cxrbench.protocol import derive_seed
 
 
-def batch_indices(num_samples: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+class EpochBatches(Iterator[torch.Tensor]):
+    """Endless batches of sample indices: shuffled epochs laid end to end, cut into ``batch_size``.
+
+    Its state (the generator and the rest of the current epoch) goes into training checkpoints.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, generator: torch.Generator) -> None:
+        self.num_samples, self.batch_size, self.generator = num_samples, batch_size, generator
+        self.pending = torch.empty(0, dtype=torch.long)
+
+    def __next__(self) -> torch.Tensor:
+        while self.pending.numel() < self.batch_size:
+            self.pending = torch.cat([self.pending, torch.randperm(self.num_samples, generator=self.generator)])
+        batch, self.pending = self.pending[:self.batch_size], self.pending[self.batch_size:]
+        return batch
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state(), "pending": self.pending.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+        self.pending = state["pending"].clone()
+
+
+def batch_indices(num_samples: int, batch_size: int, generator: torch.Generator) -> EpochBatches:
     """Endless batches of sample indices: shuffled epochs laid end to end, cut into ``batch_size``."""
-    pending = torch.empty(0, dtype=torch.long)
-    while True:
-        while pending.numel() < batch_size:
-            pending = torch.cat([pending, torch.randperm(num_samples, generator=generator)])
-        yield pending[:batch_size]
-        pending = pending[batch_size:]
+    return EpochBatches(num_samples, batch_size, generator)
 
 
 def make_optimizer(
@@ -50,6 +80,75 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps)
 
 
+#: Autocast precisions ``train_denoiser`` and the models accept ("no": float32 throughout).
+MixedPrecision = Literal["no", "fp16", "bf16"]
+_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device | str, mixed_precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on ``device`` for "fp16" / "bf16"; a no-op context for "no"."""
+    if mixed_precision == "no":
+        return contextlib.nullcontext()
+    if mixed_precision not in _AUTOCAST_DTYPES:
+        raise ValueError(
+            f"mixed_precision must be one of ['no', 'fp16', 'bf16'], but got {mixed_precision!r}"
+        )
+    return torch.autocast(torch.device(device).type, dtype=_AUTOCAST_DTYPES[mixed_precision])
+
+
+def half_dtype(mixed_precision: str) -> torch.dtype | None:
+    """The dtype frozen weights can be stored in under ``mixed_precision`` (None for "no")."""
+    return _AUTOCAST_DTYPES.get(mixed_precision)
+
+
+def regression_target(
+    noise_scheduler: Any, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """What the UNet learns to predict, per the schedule's ``prediction_type`` (epsilon by default)."""
+    prediction_type = noise_scheduler.config.get("prediction_type", "epsilon")
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return noise_scheduler.get_velocity(clean, noise, timesteps)
+    if prediction_type == "sample":
+        return clean
+    raise ValueError(
+        f"scheduler prediction_type must be one of ['epsilon', 'v_prediction', 'sample'], "
+        f"but got {prediction_type!r}"
+    )
+
+
+def _micro_batches(size: int, micro_batch_size: int | None) -> list[slice]:
+    step = size if micro_batch_size is None else max(1, min(size, int(micro_batch_size)))
+    return [slice(start, min(size, start + step)) for start in range(0, size, step)]
+
+
+def _data_parallel(unet: torch.nn.Module, text: TextConditioner, device: torch.device) -> torch.nn.Module:
+    """The UNet wrapped in DDP through accelerate's ``Accelerator`` (a trainable encoder is wrapped in
+    place in ``text``; ``_unwrap_text`` puts it back). Gradients are averaged over the processes."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Weights outside the loss (the pooler of a BERT-like encoder) get no gradient; DDP must expect that.
+    handler = DistributedDataParallelKwargs(find_unused_parameters=bool(text.parameters()))
+    # Precision and compilation are the model's own settings, never the launcher's.
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no", dynamo_backend="no",
+                              device_placement=False, kwargs_handlers=[handler])
+    if text.parameters():
+        text.encoder = accelerator.prepare_model(text.encoder)
+    return accelerator.prepare_model(unet)
+
+
+def _unwrap_text(text: TextConditioner) -> None:
+    if isinstance(text.encoder, torch.nn.parallel.DistributedDataParallel):
+        text.encoder = text.encoder.module
+
+
+def _no_sync(model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync`` for micro-batches before the last one (gradients are reduced once per step)."""
+    return contextlib.nullcontext() if sync or not hasattr(model, "no_sync") else model.no_sync()
+
+
 def train_denoiser(
     unet: torch.nn.Module,
     text: TextConditioner,
@@ -60,16 +159,29 @@ def train_denoiser(
     noise_scheduler: Any,
     text_learning_rate: float,
     max_grad_norm: float | None,
+    mixed_precision: MixedPrecision = "no",
+    micro_batch_size: int | None = None,
+    ema: Any = None,
 ) -> list[float]:
     """Run exactly ``budget.steps`` optimizer steps of ``budget.batch_size`` samples; return the losses.
 
-    ``clean_samples`` (N, C, h, w) are in the UNet's input space, ``prompts`` their reports. Batches,
-    noise, timesteps and caption dropout come from generators seeded with ``derive_seed(context.seed,
-    ...)``; dropout layers (none in the default UNet) would use the global generator, which the caller
-    seeds. ``context.progress`` is called after every step with the number of steps done and
-    {"loss", "lr"}.
+    ``clean_samples`` (N, C, h, w) are in the UNet's input space (on any device: each batch moves to the
+    UNet's), ``prompts`` their reports. Batches, noise, timesteps and caption dropout come from
+    generators seeded with ``derive_seed(context.seed, ...)``; dropout layers (none in the default UNet)
+    would use the global generator, which the caller seeds. ``micro_batch_size`` splits each batch for
+    gradient accumulation (the random draws are those of the whole batch); ``mixed_precision`` runs the
+    forward passes under ``autocast``; ``ema`` (a diffusers ``EMAModel`` over the UNet's parameters)
+    steps after every optimizer step. ``context.progress`` is called after every step with the number
+    of steps done and {"loss", "lr"}.
+
+    ``context.checkpoint_every``: the whole training state is written every that many steps under
+    ``context.checkpoint_dir`` (``cxrbench.diffusion.checkpoints``), and a fit of the same data, budget,
+    seed and settings resumes from the latest checkpoint there, ending with the same weights. Under a
+    launcher with P processes (``cxrbench.distributed``) the UNet (and a trainable encoder) is wrapped in
+    DDP and process i takes samples i, i+P, ... of every batch, whose draws are still those of the whole
+    batch; the averaged gradients make each step that of one process up to float rounding.
     """
-    device = clean_samples.device
+    device = next(unet.parameters()).device
     batches = batch_indices(len(prompts), budget.batch_size,
                             torch.Generator().manual_seed(derive_seed(context.seed, "batches")))
     draws = torch.Generator().manual_seed(derive_seed(context.seed, "noise"))
@@ -77,29 +189,68 @@ def train_denoiser(
     optimizer = make_optimizer(unet, text, budget, text_learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, budget.warmup_steps))
     trained = [p for group in optimizer.param_groups for p in group["params"]]
+    scaler = torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16" and device.type == "cuda")
+
+    procs = processes()
+    parts: dict[str, Any] = {"unet": unet, "optimizer": optimizer, "schedule": schedule, "scaler": scaler,
+                             "batches": batches, "draws": GeneratorState(draws)}
+    if text.parameters():
+        parts["text_encoder"] = text
+    if ema is not None:
+        parts["ema"] = ema
+    key = training_key(
+        seed=context.seed, budget=budget.to_dict(), samples=list(clean_samples.shape),
+        prompts=hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
+        weights=[[n, list(p.shape)] for n, p in unet.named_parameters()], text_weights=len(text.parameters()),
+        text_learning_rate=text_learning_rate, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision,
+        micro_batch_size=micro_batch_size, ema=ema is not None,
+    )
+    checkpoints = TrainingCheckpoints(context.checkpoint_dir, key, context.checkpoint_every, write=procs.is_main)
+    start, losses = checkpoints.restore(parts)
+    model = _data_parallel(unet, text, device) if procs.distributed else unet
 
     unet.train()
-    losses = []
-    for step in range(budget.steps):
+    for step in range(start, budget.steps):
         index = next(batches)
         dropped = torch.rand(len(index), generator=draws) < budget.caption_dropout
+        noise = torch.randn((len(index), *clean_samples.shape[1:]), generator=draws)
+        timesteps = torch.randint(0, num_train_timesteps, (len(index),), generator=draws)
+        # This process's share of the batch (all of it for one process); the draws above are the whole batch's.
+        share = slice(procs.index, None, procs.count)
+        batch_size = len(index)
+        index, dropped, noise, timesteps = index[share], dropped[share], noise[share], timesteps[share]
+        noise, timesteps = noise.to(device), timesteps.to(device)
         batch_prompts = ["" if drop else prompts[i] for i, drop in zip(index.tolist(), dropped.tolist())]
-        x0 = clean_samples[index]
-        noise = torch.randn(x0.shape, generator=draws).to(device)
-        timesteps = torch.randint(0, num_train_timesteps, (len(index),), generator=draws).to(device)
-        noisy = noise_scheduler.add_noise(x0, noise, timesteps)
+        x0 = clean_samples[index.to(clean_samples.device)].to(device)
 
-        hidden, mask = text.encode(batch_prompts)
-        prediction = unet(noisy, timesteps, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
-        loss = F.mse_loss(prediction, noise)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        step_loss = 0.0
+        micro_batches = _micro_batches(len(index), micro_batch_size)
+        for part in micro_batches:
+            noisy = noise_scheduler.add_noise(x0[part], noise[part], timesteps[part])
+            target = regression_target(noise_scheduler, x0[part], noise[part], timesteps[part])
+            with autocast(device, mixed_precision), _no_sync(model, part is micro_batches[-1]):
+                hidden, mask = text.encode(batch_prompts[part])
+                prediction = model(noisy, timesteps[part], encoder_hidden_states=hidden,
+                                   encoder_attention_mask=mask).sample
+            # Each micro-batch's mean weighted by its share: the sum is the whole batch's mean loss.
+            loss = F.mse_loss(prediction.float(), target.float()) * ((part.stop - part.start) / len(index))
+            if procs.distributed:  # DDP averages over processes: weight by this process's share of the batch
+                loss = loss * (len(index) * procs.count / batch_size)
+            scaler.scale(loss).backward()
+            step_loss += float(loss.detach())
         if max_grad_norm is not None:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(trained, max_grad_norm)
         learning_rate = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         schedule.step()
-        losses.append(float(loss.detach()))
+        if ema is not None:
+            ema.step(unet.parameters())
+        losses.append(mean_across(step_loss))
+        checkpoints.after_step(step + 1, parts, losses)
         context.progress(step + 1, {"loss": losses[-1], "lr": learning_rate})
+    _unwrap_text(text)
     unet.eval()
     return losses
