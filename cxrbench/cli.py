@@ -1,4 +1,4 @@
-"""Command line: list / run / leaderboard / compare / validate / data / bench."""
+"""Command line: list / run / leaderboard / compare / validate / report / data / bench."""
 
 from __future__ import annotations
 
@@ -186,6 +186,14 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from cxrbench.report import write_report
+
+    index = write_report([Path(p) for p in args.results], Path(args.out))
+    print(f"wrote {index} and one PNG per class beside it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxrbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="attention overlays: each result's finding-word and EOS maps per class")
+    p.add_argument("results", nargs="+", help="result JSON files of one track (their .maps.npz beside them)")
+    p.add_argument("--out", default="report", help="folder for index.html and the PNGs")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("data", help="look at a dataset")
     data_sub = p.add_subparsers(dest="data_command", required=True)

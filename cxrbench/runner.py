@@ -33,6 +33,7 @@ from cxrbench.errors import ProtocolError, ResultError
 from cxrbench.model import GENERATE, LOCALIZE, FitContext, LocalizationQuery, Model
 from cxrbench.protocol import Track, derive_seed
 from cxrbench.registry import ModelEntry, Registry, get_registry
+from cxrbench.report import maps_path_for, save_report_maps
 from cxrbench.results import (
     SCHEMA_VERSION,
     atomic_write_json,
@@ -371,6 +372,8 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
             record["plugin"]["config"] = stages._model.config()
         else:
             record["plugin"]["config"] = entry.cls(options).config()
+        if maps is not None:  # the maps a report shows (cxrbench report), kept beside the result
+            save_report_maps(maps_path_for(result_path), queries, maps)
         samples_path = out_dir / f"{stem}.samples.jsonl"
         atomic_write_text(samples_path, "".join(json.dumps(json_safe(line), sort_keys=True) + "\n"
                                                 for line in scores.per_sample))

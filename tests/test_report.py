@@ -1,0 +1,81 @@
+"""Attention reports: the runner keeps the report queries' maps; `cxrbench report` draws them per class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrbench.cli import main
+from cxrbench.errors import ResultError
+from cxrbench.model import LocalizationQuery
+from cxrbench.protocol import get_track
+from cxrbench.report import (
+    REPORT_QUERIES_PER_CLASS,
+    load_report_maps,
+    maps_path_for,
+    report_query_indices,
+    write_report,
+)
+from cxrbench.runner import load_track_data, localization_queries, run_benchmark
+from cxrbench.testing import DummyModel, registry_with
+
+SMOKE = get_track("smoke")
+
+
+def _query(sample_id: str, label: str) -> LocalizationQuery:
+    return LocalizationQuery(sample_id, "report", "phrase", label, ("x",))
+
+
+def test_report_queries_are_the_first_of_each_class_in_test_order():
+    queries = [_query("a", "Edema"), _query("b", "Edema"), _query("c", "Edema"), _query("d", "Atelectasis")]
+    assert REPORT_QUERIES_PER_CLASS == 2
+    assert report_query_indices(queries) == [0, 1, 3]
+
+
+@pytest.fixture(scope="module")
+def smoke_result(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    registry = registry_with(DummyModel)
+    [outcome] = run_benchmark(["dummy"], SMOKE, [0], tmp / "results", tmp / "work", registry=registry,
+                              show_progress=False)
+    assert outcome.status == "ok", outcome.error
+    return outcome.result_path, registry
+
+
+def test_run_keeps_the_report_maps_of_the_same_queries_the_scores_used(smoke_result):
+    result_path, registry = smoke_result
+    maps = load_report_maps(result_path)
+    data = load_track_data(SMOKE, registry)
+    queries = localization_queries(data.test)
+    chosen = [queries[i] for i in report_query_indices(queries)]
+    assert maps.model == "dummy" and maps.track == "smoke" and maps.seed == 0
+    assert maps.sample_ids == [q.sample_id for q in chosen] and maps.labels == [q.label for q in chosen]
+    size = SMOKE.image_size
+    assert maps.maps["word"].shape == (len(chosen), size, size)
+    # The dummy model answers with its training box prior: each map is brightest inside the class's region.
+    assert all(np.ptp(m) > 0 for m in maps.maps["word"])
+
+
+def test_report_writes_a_page_and_a_png_per_class(smoke_result, tmp_path):
+    result_path, registry = smoke_result
+    test = load_track_data(SMOKE, registry).test
+    index = write_report([result_path], tmp_path / "report", test=test)
+    html = index.read_text()
+    labels = set(load_report_maps(result_path).labels)
+    for label in labels:
+        png = tmp_path / "report" / (label.lower().replace(" ", "_") + ".png")
+        assert png.name in html
+        with Image.open(png) as im:
+            assert im.size[0] > 300 and im.size[1] > 150
+    assert "dummy (seed 0)" in html
+
+
+def test_report_names_the_result_whose_maps_are_missing(smoke_result, tmp_path):
+    result_path, _ = smoke_result
+    copy = tmp_path / "copy.json"
+    copy.write_text(result_path.read_text())
+    with pytest.raises(ResultError, match="copy.json.*copy.maps.npz is missing"):
+        load_report_maps(copy)
+    assert maps_path_for(copy).name == "copy.maps.npz"
+    assert main(["report", str(copy), "--out", str(tmp_path / "r")]) != 0
