@@ -110,7 +110,7 @@ def _draw_boxes(ax: Any, boxes: Sequence[Box], colour: str = "#00ff66") -> None:
         ax.add_patch(Rectangle((b.x - 0.5, b.y - 0.5), b.w, b.h, fill=False, edgecolor=colour, linewidth=1.2))
 
 
-def class_figure(label: str, samples: Sequence[Sample], runs: Sequence[ReportMaps], path: Path, dpi: int = 90) -> Path:
+def class_figure(label: str, samples: Sequence[Sample], runs: Sequence[ReportMaps], path: Path, dpi: int = 75) -> Path:
     """One PNG: a row per query image of ``label``; columns image+box, then word and EOS map of each run."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
