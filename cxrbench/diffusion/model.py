@@ -147,6 +147,11 @@ class DiffusionModel(Model):
             "ema_decay": None,
         }
 
+    def before_training_step(self, step: int, budget: TrainingBudget) -> None:
+        """Called before optimizer step ``step`` (0-based) of ``fit``, also for every step after a resume:
+        a strategy that changes during training (an encoder schedule) sets its state for ``step`` here,
+        from the step alone. Default: nothing."""
+
     def _require_fitted(self, image_size: int) -> None:
         if self.unet is None:
             raise ProtocolError(f"model {self.model_id!r} must be fitted (fit) or restored (load) before use")
@@ -185,7 +190,8 @@ class DiffusionModel(Model):
             ema = EMAModel(self.unet.parameters(), decay=ema_decay, foreach=True)
         train_denoiser(
             self.unet, self.text, clean, [s.report for s in train], budget, context, self.noise_scheduler,
-            mixed_precision=self.mixed_precision, ema=ema, **settings,
+            mixed_precision=self.mixed_precision, ema=ema,
+            before_step=lambda step: self.before_training_step(step, budget), **settings,
         )
         self.raw_unet_state = None
         if ema is not None:

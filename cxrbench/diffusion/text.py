@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -96,17 +96,33 @@ class TextConditioner:
     its weights; ``parameters()`` lists them for the optimizer. The encoder stays in eval mode (no
     dropout) also while it trains, like the seed paper's CLIP text encoder, which has none. With
     ``use_attention_mask=False`` the mask returned is None (see the module docstring).
+
+    Encoder strategies between the two:
+
+    - ``trainable_weights``: a predicate on the encoder's parameter names that says which weights train
+      (None: all of them). The others stay frozen, and ``state_dict`` holds only the trained ones, so a
+      saved model or checkpoint carries the adapters or layers it trained, not the pretrained rest.
+    - ``learning``: whether a trainable encoder gets gradients now (default: it does). A schedule turns
+      it off and on between optimizer steps: while it is off the encoder still runs on every batch, but
+      without gradients, so the optimizer (which skips weights without a gradient) leaves its weights
+      and their optimizer state exactly as they are.
     """
 
     def __init__(self, tokenizer: Any, encoder: torch.nn.Module, max_tokens: int, trainable: bool,
-                 use_attention_mask: bool = True, cache: bool = True) -> None:
+                 use_attention_mask: bool = True, cache: bool = True,
+                 trainable_weights: Callable[[str], bool] | None = None) -> None:
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.max_tokens = int(max_tokens)
         self.trainable = bool(trainable)
+        self.learning = self.trainable
         self.use_attention_mask = bool(use_attention_mask)
         self.cache = bool(cache)
+        self.trainable_weights = trainable_weights
         self.encoder.requires_grad_(self.trainable)
+        if self.trainable and trainable_weights is not None:
+            for name, weight in self.encoder.named_parameters():
+                weight.requires_grad_(bool(trainable_weights(name)))
         self.encoder.eval()
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
@@ -157,7 +173,7 @@ class TextConditioner:
         if self.trainable or not self.cache:
             # Padding only to the batch's longest prompt saves encoder time while it trains.
             padding = "longest" if self.trainable else "max_length"
-            with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            with torch.set_grad_enabled(self.trainable and self.learning and torch.is_grad_enabled()):
                 hidden, mask = self._run_encoder(unique, padding=padding)
             position = {p: i for i, p in enumerate(unique)}
             index = torch.tensor([position[p] for p in prompts], device=hidden.device)
@@ -175,8 +191,29 @@ class TextConditioner:
         return hidden, torch.stack([self._cache[p][1] for p in prompts])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.encoder.state_dict()
+        """The encoder's state; with ``trainable_weights``, only the weights it trains."""
+        if self.trainable_weights is None:
+            return self.encoder.state_dict()
+        return {name: w.detach() for name, w in self._trained_weights()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.encoder.load_state_dict(state)
+        if self.trainable_weights is None:
+            self.encoder.load_state_dict(state)
+        else:
+            expected = {name for name, _ in self._trained_weights()}
+            if set(state) != expected:
+                raise ValueError(
+                    f"text encoder state must hold exactly the trained weights ({len(expected)}), but got "
+                    f"{len(set(state) - expected)} unexpected and {len(expected - set(state))} missing"
+                )
+            self._unwrapped().load_state_dict(state, strict=False)
         self._cache.clear()
+
+    def _unwrapped(self) -> torch.nn.Module:
+        # Under a launcher the encoder is wrapped in DDP while it trains; names are the bare module's.
+        if isinstance(self.encoder, torch.nn.parallel.DistributedDataParallel):
+            return self.encoder.module
+        return self.encoder
+
+    def _trained_weights(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(n, w) for n, w in self._unwrapped().named_parameters() if self.trainable_weights(n)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -162,6 +162,7 @@ def train_denoiser(
     mixed_precision: MixedPrecision = "no",
     micro_batch_size: int | None = None,
     ema: Any = None,
+    before_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Run exactly ``budget.steps`` optimizer steps of ``budget.batch_size`` samples; return the losses.
 
@@ -171,7 +172,9 @@ def train_denoiser(
     would use the global generator, which the caller seeds. ``micro_batch_size`` splits each batch for
     gradient accumulation (the random draws are those of the whole batch); ``mixed_precision`` runs the
     forward passes under ``autocast``; ``ema`` (a diffusers ``EMAModel`` over the UNet's parameters)
-    steps after every optimizer step. ``context.progress`` is called after every step with the number
+    steps after every optimizer step. ``before_step(step)`` (0-based) runs before every step's draws, also
+    for the steps after a resume: a strategy that changes during training sets its state for that step
+    there (it must depend on the step alone). ``context.progress`` is called after every step with the number
     of steps done and {"loss", "lr"}.
 
     ``context.checkpoint_every``: the whole training state is written every that many steps under
@@ -211,6 +214,8 @@ def train_denoiser(
 
     unet.train()
     for step in range(start, budget.steps):
+        if before_step is not None:
+            before_step(step)
         index = next(batches)
         dropped = torch.rand(len(index), generator=draws) < budget.caption_dropout
         noise = torch.randn((len(index), *clean_samples.shape[1:]), generator=draws)
