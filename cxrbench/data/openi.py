@@ -47,7 +47,7 @@ import numpy as np
 
 from cxrbench.data import synthcxr
 from cxrbench.data.schema import ALL_LABELS, FINDING_CLASSES, NO_FINDING, QUERY_WORDS, Box, Finding, Sample
-from cxrbench.data.synthcxr import SIDES, SPLITS, FindingSpec, StudySpec, render_studies
+from cxrbench.data.synthcxr import SIDES, SPLITS, FindingSpec, StudySpec, check_dataset_sizes, render_studies
 from cxrbench.errors import AssetUnavailable, DataError
 
 ARCHIVE_NAME = "NLMCXR_reports.tgz"
@@ -777,11 +777,7 @@ class OpenISynthCXR:
     version = "1"
 
     def __init__(self, n_train: int, n_test: int, image_size: int = 64, seed: int = 0) -> None:
-        checks = (("n_train", n_train, 0), ("n_test", n_test, 0), ("image_size", image_size, 16),
-                  ("seed", seed, 0))
-        for arg, value, low in checks:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise DataError(f"OpenISynthCXR {arg} must be an integer >= {low}, but got {value!r}")
+        check_dataset_sizes("OpenISynthCXR", n_train, n_test, image_size, seed)
         self.n_train = int(n_train)
         self.n_test = int(n_test)
         self.image_size = int(image_size)

@@ -1,4 +1,4 @@
-"""SynthCXR v1: procedurally rendered PA chest radiographs with radiology reports and exact boxes.
+"""SynthCXR v2: procedurally rendered PA chest radiographs with radiology reports and exact boxes.
 
 The embedded, offline default dataset of the smoke and default tracks. Every study is a patient
 (thorax size and position, lung apices and costophrenic angles, diaphragm domes, heart size, ribs,
@@ -1099,8 +1099,17 @@ def render_study(spec: StudySpec, size: int, labels: Collection[str] | None = No
 # --------------------------------------------------------------------------------------------------
 
 
+def check_dataset_sizes(owner: str, n_train: object, n_test: object, image_size: object, seed: object) -> None:
+    """Raise ``DataError`` naming ``owner`` unless the split sizes and seed are integers >= 0 and the
+    image size an integer >= 16."""
+    checks = (("n_train", n_train, 0), ("n_test", n_test, 0), ("image_size", image_size, 16), ("seed", seed, 0))
+    for arg, value, low in checks:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise DataError(f"{owner} {arg} must be an integer >= {low}, but got {value!r}")
+
+
 class SynthCXR:
-    """SynthCXR v1: rendered PA chest radiographs, reports and boxes, deterministic from ``seed``.
+    """SynthCXR v2: rendered PA chest radiographs, reports and boxes, deterministic from ``seed``.
 
     Args:
         n_train: number of training studies.
@@ -1124,11 +1133,7 @@ class SynthCXR:
 
     def __init__(self, n_train: int, n_test: int, image_size: int = 64, seed: int = 0,
                  support_devices: bool = True) -> None:
-        checks = (("n_train", n_train, 0), ("n_test", n_test, 0), ("image_size", image_size, 16),
-                  ("seed", seed, 0))
-        for arg, value, low in checks:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise DataError(f"SynthCXR {arg} must be an integer >= {low}, but got {value!r}")
+        check_dataset_sizes("SynthCXR", n_train, n_test, image_size, seed)
         self.n_train = int(n_train)
         self.n_test = int(n_test)
         self.image_size = int(image_size)
