@@ -1,5 +1,5 @@
-"""Built-in models (the box-prior baseline), datasets and feature extractors, registered through the same
-hooks as any plugin."""
+"""Built-in models (the box-prior and nearest-report baselines), datasets and feature extractors, registered
+through the same hooks as any plugin."""
 
 from __future__ import annotations
 
@@ -53,8 +53,10 @@ def _xrv() -> Any:
 @hookimpl
 def cxrbench_register_models(register: Callable[[type], None]) -> None:
     from cxrbench.box_prior import BoxPriorModel
+    from cxrbench.nearest_report import NearestReportModel
 
     register(BoxPriorModel)
+    register(NearestReportModel)
 
 
 @hookimpl

@@ -319,6 +319,59 @@ def test_baseline_is_listed_last_under_its_label_and_never_ranked(tmp_path):
     assert rows["box-prior"]["pareto_rank"] == ""
 
 
+NEAREST_LABEL = "nearest training image"
+
+
+def test_fidelity_only_baseline_shows_its_fid_and_no_localization(tmp_path):
+    # nearest-report: generate only, so FID, MS-SSIM and conditional AUROC but no localization metric.
+    extra = {"ms_ssim_within_prompt": metric(0.9, 0.85, 0.95, False), "cond_auroc": metric(0.8, 0.7, 0.9)}
+    nearest = make_record("nearest-report", fid=3.0, extra=extra)
+    nearest["plugin"].update(baseline=NEAREST_LABEL, capabilities=["generate"])
+    assert validation_errors(nearest) == []
+    records = [make_record("alpha", fid=10.0, auc=0.90), make_record("beta", fid=20.0, auc=0.95),
+               baseline_record(auc=0.7), nearest]
+    board = build_leaderboard(records).track("smoke")
+    assert [entry.model for entry in board.entries] == ["alpha", "beta", "box-prior", "nearest-report"]
+    entry = board.entries[-1]
+    assert entry.display_name == NEAREST_LABEL
+    assert (entry.rank, entry.pareto_rank, entry.joint_score) == (None, None, None)
+    # its lower FID does not rank the models out or change their joint scores
+    assert [(e.pareto_rank, e.joint_score) for e in board.entries[:2]] == [(1, 0.5), (1, 0.5)]
+
+    render_leaderboard(records, tmp_path)
+    readme = (tmp_path / "README.md").read_text(encoding="utf-8")
+    row = markdown_rows(readme, "smoke")[f"*{NEAREST_LABEL}*"]
+    # rank, model, seeds, FID, AUC, pointing, CNR, mIoU, EOS AUC, MS-SSIM, cond. AUROC, pareto, joint
+    assert row[0] == "baseline" and row[3] == "3.00 [2.00, 4.00]"
+    assert row[4:9] == ["-"] * 5 and row[9:11] == ["0.900", "0.800"] and row[-2:] == ["-", "-"]
+    assert "nearest-report (baseline)" in readme
+    tokens = readme.split("Token diagnostics.", 1)[1].split("Entries:", 1)[0]
+    assert NEAREST_LABEL not in tokens  # it localizes nothing
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    html_row = page.split(f'<tr class="baseline"><td class="num" data-sort="">baseline</td><td class="model" '
+                          f'title="nearest-report">{NEAREST_LABEL}</td>', 1)[1].split("</tr>", 1)[0]
+    assert '<td class="num" data-sort="3" ' in html_row and '<span class="ci">[2.00, 4.00]</span>' in html_row
+    svg = (tmp_path / "tradeoff.svg").read_text(encoding="utf-8")
+    assert f"baseline: {NEAREST_LABEL}" in svg and f"baseline: {BOX_PRIOR_LABEL}" in svg
+    table = csv.DictReader(io.StringIO((tmp_path / "leaderboard.csv").read_text()))
+    row = next(row for row in table if row["model"] == "nearest-report")
+    assert row["baseline"] == NEAREST_LABEL and row["pareto_rank"] == ""
+    assert row["fid_domain_mean"] == "3" and row["loc_word_auc_roc_mean"] == ""
+
+
+def test_fidelity_only_baseline_is_a_vertical_line_at_its_fid_even_without_ranked_entries():
+    from cxrbench.leaderboard.plot import BASELINE_COLOR, _figure
+
+    nearest = make_record("nearest-report", fid=30.0)
+    nearest["plugin"].update(baseline=NEAREST_LABEL, capabilities=["generate"])
+    for records in ([make_record("alpha", fid=10.0, auc=0.90), nearest], [nearest]):
+        [axes] = _figure(build_leaderboard(records)).axes
+        dashed = [line for line in axes.get_lines() if line.get_color() == BASELINE_COLOR]
+        assert [list(line.get_xdata()) for line in dashed] == [[30.0, 30.0]]  # vertical: x fixed, y spans
+        right, left = axes.get_xlim()  # reversed: lower FID to the right
+        assert left < 30.0 < right, (left, right)
+
+
 # ---------------------------------------------------------------------------- token diagnostics
 def test_token_diagnostics_table_lists_each_reported_group_with_intervals(tmp_path):
     groups = {

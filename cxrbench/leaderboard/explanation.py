@@ -41,7 +41,9 @@ HOW_TO_READ: tuple[str, ...] = (
     "Baselines (in italics, rank `baseline`) are scored by the same protocol but not ranked. *box prior "
     "(train)* answers every query with the training set's mean box mask of the finding's class, looking at "
     "neither image nor prompt: an attention map localizes beyond the data's spatial prior only where it "
-    "beats this row.",
+    "beats this row. *nearest training image* answers every prompt with a real training image whose report "
+    "is closest to it (TF-IDF cosine): its FID is what copying the training set scores, the fidelity floor "
+    "a generator is measured against; it has no attention, so no localization.",
 )
 
 #: Introduces the token-diagnostics table of each track.

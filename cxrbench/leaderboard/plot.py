@@ -3,8 +3,8 @@
 The x axis is reversed so that better (lower FID) is to the right and better localization is up: the best
 corner is the top right. Error bars are the leaderboard intervals; the Pareto frontier (rank 1) is drawn as
 a step line; the dotted line is chance localization (AUC-ROC 0.5). A baseline is a dashed grey line at its
-value on each axis it has (the box prior: a horizontal line at its AUC-ROC). Models lacking either axis are
-not drawn.
+value on each axis it has (the box prior: a horizontal line at its AUC-ROC; the nearest training image: a
+vertical line at its FID). Models lacking either axis are not drawn.
 
 Rendering is byte-deterministic for one matplotlib version: Agg, Matplotlib's default style with fixed
 ``svg.hashsalt``, text kept as text (``svg.fonttype = "none"``), no date or software metadata.
@@ -125,8 +125,14 @@ def _panel(axes, track: TrackBoard) -> None:
     axes.axhline(0.5, color="black", linestyle=":", linewidth=1.0, label="chance (AUC-ROC 0.5)")
     if not entries:
         axes.text(0.5, 0.6, "no entry has both axes", ha="center", va="center", transform=axes.transAxes)
-        axes.set_xlim(1.0, 0.0)
-        axes.set_xticks([])
+        fids = [fid for fid in (e.value(HEADLINE_FIDELITY) for e in track.baselines) if fid is not None]
+        if fids:  # a baseline's FID line is all there is on x: frame it (reversed, as with entries)
+            low, high = min(fids), max(fids)
+            pad = max(0.15 * (high - low), 0.1 * max(abs(high), 1.0))
+            axes.set_xlim(high + pad, low - pad)
+        else:
+            axes.set_xlim(1.0, 0.0)
+            axes.set_xticks([])
     labelled: set[str] = set()
     for entry in entries:
         fid = entry.metrics[HEADLINE_FIDELITY]
