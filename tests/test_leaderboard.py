@@ -352,7 +352,8 @@ def test_fidelity_only_baseline_shows_its_fid_and_no_localization(tmp_path):
                           f'title="nearest-report">{NEAREST_LABEL}</td>', 1)[1].split("</tr>", 1)[0]
     assert '<td class="num" data-sort="3" ' in html_row and '<span class="ci">[2.00, 4.00]</span>' in html_row
     svg = (tmp_path / "tradeoff.svg").read_text(encoding="utf-8")
-    assert f"baseline: {NEAREST_LABEL}" in svg and f"baseline: {BOX_PRIOR_LABEL}" in svg
+    # FID 3 lies outside the models' range (10-20): an arrow at the edge says its value
+    assert f"{NEAREST_LABEL}: FID 3.00" in svg and f"baseline: {BOX_PRIOR_LABEL}" in svg
     table = csv.DictReader(io.StringIO((tmp_path / "leaderboard.csv").read_text()))
     row = next(row for row in table if row["model"] == "nearest-report")
     assert row["baseline"] == NEAREST_LABEL and row["pareto_rank"] == ""
@@ -364,12 +365,43 @@ def test_fidelity_only_baseline_is_a_vertical_line_at_its_fid_even_without_ranke
 
     nearest = make_record("nearest-report", fid=30.0)
     nearest["plugin"].update(baseline=NEAREST_LABEL, capabilities=["generate"])
-    for records in ([make_record("alpha", fid=10.0, auc=0.90), nearest], [nearest]):
+    entries = [make_record("alpha", fid=10.0, auc=0.90), make_record("beta", fid=45.0, auc=0.95)]
+    for records in (entries + [nearest], [nearest]):
         [axes] = _figure(build_leaderboard(records)).axes
         dashed = [line for line in axes.get_lines() if line.get_color() == BASELINE_COLOR]
         assert [list(line.get_xdata()) for line in dashed] == [[30.0, 30.0]]  # vertical: x fixed, y spans
         right, left = axes.get_xlim()  # reversed: lower FID to the right
         assert left < 30.0 < right, (left, right)
+
+
+def test_a_baseline_fid_far_outside_the_entries_is_an_edge_arrow_that_keeps_the_entries_range():
+    from cxrbench.leaderboard.plot import BASELINE_COLOR, _figure
+
+    nearest = make_record("nearest-report", fid=2.0)
+    nearest["plugin"].update(baseline=NEAREST_LABEL, capabilities=["generate"])
+    entries = [make_record("alpha", fid=100.0, auc=0.50), make_record("beta", fid=110.0, auc=0.55)]
+    [axes] = _figure(build_leaderboard(entries + [nearest])).axes
+    assert not [line for line in axes.get_lines() if line.get_color() == BASELINE_COLOR]
+    right, left = axes.get_xlim()
+    assert 2.0 < left < 100.0 < 110.0 < right, (left, right)  # not stretched down to 2
+    notes = [t.get_text() for t in axes.texts if "FID" in t.get_text()]
+    assert notes == [f"{NEAREST_LABEL}: FID 2.00"]
+
+
+def test_labels_of_nearby_points_do_not_overlap():
+    from cxrbench.leaderboard.plot import _figure
+
+    records = [make_record(f"model-{i}", fid=100.0 + 0.1 * i, auc=0.50 + 0.001 * i) for i in range(6)]
+    figure = _figure(build_leaderboard(records))
+    [axes] = figure.axes
+    renderer = figure.canvas.get_renderer()
+    figure.canvas.draw()
+    # the label's white box (an Annotation's own extent would include its leader line)
+    boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in axes.texts
+             if t.get_text().startswith("model-")]
+    assert len(boxes) == 6
+    overlapping = [(i, j) for i in range(6) for j in range(i + 1, 6) if boxes[i].overlaps(boxes[j])]
+    assert overlapping == []
 
 
 # ---------------------------------------------------------------------------- token diagnostics

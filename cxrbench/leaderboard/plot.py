@@ -3,8 +3,10 @@
 The x axis is reversed so that better (lower FID) is to the right and better localization is up: the best
 corner is the top right. Error bars are the leaderboard intervals; the Pareto frontier (rank 1) is drawn as
 a step line; the dotted line is chance localization (AUC-ROC 0.5). A baseline is a dashed grey line at its
-value on each axis it has (the box prior: a horizontal line at its AUC-ROC; the nearest training image: a
-vertical line at its FID). Models lacking either axis are not drawn.
+value on each axis it has (the box prior: a dashed horizontal line at its AUC-ROC; the nearest training image:
+a dash-dotted vertical line at its FID, or an arrow at the panel's edge with its value when it lies far outside
+the entries' range). Labels never overlap: a crowded label moves down, with a leader line to its point.
+Models lacking either axis are not drawn.
 
 Rendering is byte-deterministic for one matplotlib version: Agg, Matplotlib's default style with fixed
 ``svg.hashsalt``, text kept as text (``svg.fonttype = "none"``), no date or software metadata.
@@ -85,36 +87,82 @@ def _error(value: float, low: float | None, high: float | None) -> tuple[float, 
     return max(0.0, value - low), max(0.0, high - value)
 
 
+#: Label box estimate in points: height, and width per character (8 pt text).
+LABEL_HEIGHT_PT, LABEL_CHAR_PT = 10.0, 4.9
+
+
 def _label_points(axes, entries: list[Entry]) -> None:
-    """Name each point; labels of points in the right third go to the left so they stay inside the panel."""
+    """Name each point without labels overlapping.
+
+    A label sits 6 pt right of its point (left of it in the right third of the panel) and 5 pt up. Labels
+    are placed from the top point down; one that would overlap a label already placed moves down in
+    steps of a label height, and a thin leader line joins it to its point when it moved.
+    """
     left, right = axes.get_xlim()
-    for entry in entries:
+    figure = axes.get_figure()
+    to_points = 72.0 / figure.dpi
+    placed: list[tuple[float, float, float, float]] = []  # (x0, x1, y0, y1) in points
+    order = sorted(entries, key=lambda e: (-e.value(HEADLINE_LOCALIZATION), e.model))
+    for entry in order:
         x, y = entry.value(HEADLINE_FIDELITY), entry.value(HEADLINE_LOCALIZATION)
         fraction = (x - left) / (right - left) if right != left else 0.5
         to_the_left = fraction > 0.66
+        px, py = (v * to_points for v in axes.transData.transform((x, y)))
+        width = LABEL_CHAR_PT * len(entry.model)
+        dx = -6.0 if to_the_left else 6.0
+        x0 = px + dx - width if to_the_left else px + dx
+        dy = 5.0
+        for _ in range(40):
+            y0 = py + dy - 2.0
+            if not any(x0 < b1 and b0 < x0 + width and y0 < c1 and c0 < y0 + LABEL_HEIGHT_PT
+                       for b0, b1, c0, c1 in placed):
+                break
+            dy -= LABEL_HEIGHT_PT
+        placed.append((x0, x0 + width, py + dy - 2.0, py + dy - 2.0 + LABEL_HEIGHT_PT))
         axes.annotate(
             entry.model,
             (x, y),
-            xytext=(-6 if to_the_left else 6, 5),
+            xytext=(dx, dy),
             textcoords="offset points",
             ha="right" if to_the_left else "left",
             fontsize=8,
             parse_math=False,
             bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
+            arrowprops=None if dy == 5.0 else {"arrowstyle": "-", "color": "0.6", "linewidth": 0.6,
+                                               "shrinkA": 0, "shrinkB": 3},
             zorder=4,
         )
 
 
-def _baseline_lines(axes, baselines: list[Entry]) -> None:
-    """A dashed line per baseline axis value: horizontal at its AUC-ROC, vertical at its FID."""
+def _baseline_lines(axes, baselines: list[Entry], keep_x_range: bool) -> None:
+    """A line per baseline axis value: dashed horizontal at its AUC-ROC, dash-dotted vertical at its FID.
+
+    With ``keep_x_range`` (the panel has entries), a FID outside the entries' x range is not drawn there
+    (it would squeeze the entries into a corner): an arrow at the panel's edge points to it and says its
+    value.
+    """
+    left, right = axes.get_xlim()
     for entry in baselines:
         auc, fid = entry.value(HEADLINE_LOCALIZATION), entry.value(HEADLINE_FIDELITY)
         label = f"baseline: {entry.display_name}".replace("$", r"\$")  # plugin text, never mathtext
         if auc is not None:
             axes.axhline(auc, color=BASELINE_COLOR, linestyle="--", linewidth=1.2, label=label, zorder=1)
             label = None
-        if fid is not None:
-            axes.axvline(fid, color=BASELINE_COLOR, linestyle="--", linewidth=1.2, label=label, zorder=1)
+        if fid is None:
+            continue
+        if not keep_x_range or min(left, right) <= fid <= max(left, right):
+            axes.axvline(fid, color=BASELINE_COLOR, linestyle="-.", linewidth=1.2, label=label, zorder=1)
+            continue
+        beyond_right = (fid - left) / (right - left) > 1.0 if right != left else True
+        edge = 0.99 if beyond_right else 0.01
+        axes.annotate(
+            f"{entry.display_name}: FID {fid:.2f}",
+            xy=(edge, 0.03), xycoords="axes fraction",
+            xytext=(-14 if beyond_right else 14, 0), textcoords="offset points",
+            ha="right" if beyond_right else "left", va="center", fontsize=7, color=BASELINE_COLOR,
+            parse_math=False, zorder=4,
+            arrowprops={"arrowstyle": "->", "color": BASELINE_COLOR, "linewidth": 1.0},
+        )
 
 
 def _panel(axes, track: TrackBoard) -> None:
@@ -173,7 +221,7 @@ def _panel(axes, track: TrackBoard) -> None:
         if not axes.xaxis_inverted():
             axes.invert_xaxis()
         axes.margins(x=0.15, y=0.12)
-    _baseline_lines(axes, track.baselines)
+    _baseline_lines(axes, track.baselines, keep_x_range=bool(entries))
     bottom, top = axes.get_ylim()
     axes.set_ylim(min(bottom, 0.45), max(top, 0.55))
     _label_points(axes, entries)
