@@ -111,31 +111,46 @@ def _draw_boxes(ax: Any, boxes: Sequence[Box], colour: str = "#00ff66") -> None:
 
 
 def class_figure(label: str, samples: Sequence[Sample], runs: Sequence[ReportMaps], path: Path, dpi: int = 75) -> Path:
-    """One PNG: a row per query image of ``label``; columns image+box, then word and EOS map of each run."""
+    """One PNG: the query images of ``label`` with their boxes on top, then a row per run with its word and
+    EOS maps under each image (so many runs grow the page downwards, not sideways)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    groups = [g for g in REPORT_GROUPS if any(g in r.maps for r in runs)]
-    columns = 1 + len(runs) * len(groups)
-    rows = len(samples)
-    tile = 1.9
+    groups = [g for g in REPORT_GROUPS if any(g in r.maps for r in runs)] or list(REPORT_GROUPS)[:1]
+    columns = 1 + len(samples) * len(groups)
+    rows = 1 + len(runs)
+    tile = 1.6
     fig = Figure(figsize=(columns * tile, rows * tile + 0.9), dpi=dpi)
     FigureCanvasAgg(fig)
-    for r, sample in enumerate(samples):
-        finding = next(f for f in sample.findings if f.label == label)
-        ax = fig.add_subplot(rows, columns, r * columns + 1)
-        ax.imshow(sample.image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        _draw_boxes(ax, finding.boxes)
+
+    def label_cell(row: int, text: str) -> None:
+        ax = fig.add_subplot(rows, columns, row * columns + 1)
         ax.set_axis_off()
-        ax.set_title("\n".join(_wrap(finding.phrase, 30)[:2]), fontsize=6)
-        for k, run in enumerate(runs):
+        ax.text(1.0, 0.5, "\n".join(_wrap(text, 22)), ha="right", va="center", fontsize=7,
+                transform=ax.transAxes)
+
+    label_cell(0, "image and box")
+    for s, sample in enumerate(samples):
+        finding = next(f for f in sample.findings if f.label == label)
+        for j in range(len(groups)):
+            ax = fig.add_subplot(rows, columns, 2 + s * len(groups) + j)
+            ax.set_axis_off()
+            if j == 0:
+                ax.imshow(sample.image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+                _draw_boxes(ax, finding.boxes)
+                ax.set_title("\n".join(_wrap(finding.phrase, 28)[:3]), fontsize=6)
+    for k, run in enumerate(runs):
+        row = 1 + k
+        label_cell(row, run.title)
+        for s, sample in enumerate(samples):
+            finding = next(f for f in sample.findings if f.label == label)
             index = next((i for i, (sid, lab) in enumerate(zip(run.sample_ids, run.labels))
                           if sid == sample.id and lab == label), None)
             for j, group in enumerate(groups):
-                ax = fig.add_subplot(rows, columns, r * columns + 2 + k * len(groups) + j)
+                ax = fig.add_subplot(rows, columns, row * columns + 2 + s * len(groups) + j)
                 ax.set_axis_off()
-                if r == 0:
-                    ax.set_title(f"{run.title}\n{REPORT_GROUPS[group]}", fontsize=6)
+                if k == 0:
+                    ax.set_title(REPORT_GROUPS[group], fontsize=6)
                 if index is None or group not in run.maps:
                     ax.text(0.5, 0.5, "no map", ha="center", va="center", fontsize=6, transform=ax.transAxes)
                     continue
@@ -157,14 +172,24 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width) or [""]
 
 
+def can_localize(result_path: Path) -> bool:
+    """Whether the result's model has the ``localize`` capability (a generate-only baseline has no maps)."""
+    from cxrbench.results import load_result
+
+    return "localize" in load_result(result_path)["plugin"].get("capabilities", [])
+
+
 def write_report(result_paths: Sequence[Path], out_dir: Path, test: Sequence[Sample] | None = None) -> Path:
     """Write ``out_dir/index.html`` and one ``<class>.png`` per class from the given results.
 
-    All results must be of one track; ``test`` (the track's test split) is built from the registry when
+    Results of models that cannot localize are left out. All results must be of one track; ``test`` (the track's test split) is built from the registry when
     not given. Returns the path of the HTML page.
     """
     if not result_paths:
         raise ResultError("report needs at least one result file")
+    result_paths = [p for p in result_paths if can_localize(Path(p))]
+    if not result_paths:
+        raise ResultError("none of the results is of a model that localizes; there are no maps to draw")
     runs = [load_report_maps(Path(p)) for p in result_paths]
     tracks = sorted({r.track for r in runs})
     if len(tracks) != 1:
@@ -196,9 +221,9 @@ def write_report(result_paths: Sequence[Path], out_dir: Path, test: Sequence[Sam
         f"{html.escape(tracks[0])}</title><style>body{{font-family:sans-serif;margin:1.5em}}img{{max-width:100%}}"
         "</style></head><body>"
         f"<h1>Attention report: track {html.escape(tracks[0])}</h1>"
-        "<p>Each row is a test image with its ground-truth box (green); each pair of columns is one result's "
-        "cross-attention map of the finding word(s) and of the end-of-text token over that image (each map "
-        "scaled to its own range).</p>"
+        "<p>The top row shows test images with their ground-truth boxes (green); below, each row is one "
+        "result's cross-attention map of the finding word(s) and of the end-of-text token over each image "
+        "(each map scaled to its own range).</p>"
         f"<ul>{items}</ul>{''.join(sections)}</body></html>\n"
     )
     index = out_dir / "index.html"

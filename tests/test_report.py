@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -79,3 +81,16 @@ def test_report_names_the_result_whose_maps_are_missing(smoke_result, tmp_path):
         load_report_maps(copy)
     assert maps_path_for(copy).name == "copy.maps.npz"
     assert main(["report", str(copy), "--out", str(tmp_path / "r")]) != 0
+
+
+def test_report_leaves_out_results_of_models_that_cannot_localize(smoke_result, tmp_path, capsys):
+    result_path, registry = smoke_result
+    generate_only = json.loads(result_path.read_text())
+    generate_only["plugin"]["capabilities"] = ["generate"]
+    other = tmp_path / "generator.json"  # no maps beside it: drawing it would fail
+    other.write_text(json.dumps(generate_only))
+    test = load_track_data(SMOKE, registry).test
+    index = write_report([result_path, other], tmp_path / "report", test=test)
+    assert "dummy (seed 0)" in index.read_text() and "generator.json" not in index.read_text()
+    with pytest.raises(ResultError, match="none of the results is of a model that localizes"):
+        write_report([other], tmp_path / "alone", test=test)
