@@ -91,7 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else list(track.seeds)
     outcomes = run_benchmark(args.models, track, seeds, Path(args.out), workdir=Path(args.workdir),
                              options=_parse_options(args.option), show_progress=not args.quiet, device=args.device,
-                             feature_extractors=args.feature_extractors, checkpoint_every=args.checkpoint_every)
+                             feature_extractors=args.feature_extractors, checkpoint_every=args.checkpoint_every,
+                             jobs=args.jobs)
     from cxrbench.distributed import processes
 
     if not processes().is_main:  # every process has the outcomes; the main one reports them
@@ -213,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds to run (default: the track's seeds)")
     p.add_argument("--out", default="results", help="folder for result JSON and per-sample files")
     p.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="stage artifacts for resuming")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each in its own process with its share of the CPU threads (default 1)")
     p.add_argument("--option", action="append", default=[], metavar="MODEL.KEY=VALUE")
     p.add_argument("--device", default="cpu")
     p.add_argument("--feature-extractor", dest="feature_extractors", action="append", default=None,

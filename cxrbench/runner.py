@@ -400,12 +400,16 @@ def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], 
                   workdir: Path | None = None, options: dict[str, dict[str, Any]] | None = None,
                   registry: Registry | None = None, show_progress: bool = True, device: str = "cpu",
                   feature_extractors: Sequence[str] | None = None,
-                  checkpoint_every: int | None = None) -> list[RunOutcome]:
+                  checkpoint_every: int | None = None, jobs: int = 1) -> list[RunOutcome]:
     """Run every model on the track for every seed; unknown model ids or extractors fail before anything runs.
+
+    ``jobs`` > 1 runs that many (model, seed) runs at a time in worker processes (``_run_in_workers``).
 
     Under a launcher, joins the other processes first (``cxrbench.distributed.init_processes``); "cuda"
     then means each process's own GPU.
     """
+    if jobs < 1:
+        raise ProtocolError(f"jobs must be at least 1, but got {jobs}")
     init_processes(device)
     device = process_device(device)
     registry = registry or get_registry()
@@ -424,6 +428,15 @@ def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(workdir) if workdir is not None else out_dir.parent / ".cxrbench-work"
+    if jobs > 1:
+        if processes().count > 1:
+            raise ProtocolError("jobs must be 1 under a launcher: the launcher's processes already share the work")
+        if registry is not get_registry():
+            raise ProtocolError("jobs > 1 runs models from the installed plugins only (worker processes "
+                                "load the registry themselves); pass no registry")
+        tasks = [(entry.model_id, seed) for seed in seeds for entry in entries]
+        return _run_in_workers(tasks, jobs, track, out_dir, workdir, options or {}, show_progress, device,
+                               feature_extractors, checkpoint_every)
     outcomes = []
     for seed in seeds:
         for entry in entries:
@@ -431,6 +444,55 @@ def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], 
                                     (options or {}).get(entry.model_id), show_progress, device,
                                     feature_extractors=feature_extractors, checkpoint_every=checkpoint_every))
     return outcomes
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _worker_run(model_id: str, seed: int, track: Track, out_dir: Path, workdir: Path, options: dict[str, Any] | None,
+                device: str, feature_extractors: Sequence[str] | None, checkpoint_every: int | None) -> RunOutcome:
+    registry = get_registry()
+    return run_one(registry.model(model_id), track, seed, out_dir, workdir, registry, options, False, device,
+                   feature_extractors=feature_extractors, checkpoint_every=checkpoint_every)
+
+
+def _run_in_workers(tasks: list[tuple[str, int]], jobs: int, track: Track, out_dir: Path, workdir: Path,
+                    options: dict[str, dict[str, Any]], show_progress: bool, device: str,
+                    feature_extractors: Sequence[str] | None, checkpoint_every: int | None) -> list[RunOutcome]:
+    """Run (model, seed) tasks in ``jobs`` worker processes, each with its share of the CPU threads.
+
+    On a small CPU, several small models side by side use the cores better than one model with all of them
+    (per-operator overhead dominates a small UNet's step; docs/performance.md). Each run is the same
+    deterministic run as in one process, up to float rounding from the thread count. Outcomes come back in
+    task order; the progress bar counts finished runs.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    context = multiprocessing.get_context("spawn")
+    progress = _Progress(show_progress)
+    bar = progress.bar(len(tasks), f"runs ({jobs} at a time, {threads} thread(s) each)")
+    outcomes: list[RunOutcome | None] = [None] * len(tasks)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context, initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        futures = {
+            pool.submit(_worker_run, model_id, seed, track, out_dir, workdir, options.get(model_id), device,
+                        feature_extractors, checkpoint_every): i
+            for i, (model_id, seed) in enumerate(tasks)
+        }
+        for future in as_completed(futures):
+            i = futures[future]
+            outcomes[i] = outcome = future.result()
+            bar.update(1)
+            bar.set_postfix({"last": f"{outcome.model} seed {outcome.seed}: {outcome.status}"}, refresh=False)
+    bar.close()
+    return [o for o in outcomes if o is not None]
 
 
 SUMMARY_METRICS = (

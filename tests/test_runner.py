@@ -143,3 +143,25 @@ def test_invalid_options_fail_before_anything_runs(tmp_path, registry):
         run_benchmark(["dummy"], SMOKE, [0], tmp_path / "r", tmp_path / "w", options={"exploding": {}},
                       registry=registry, show_progress=False)
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())
+
+
+def test_runs_in_two_worker_processes_give_the_results_of_one_process(tmp_path):
+    """--jobs 2: the built-in baselines (no plugin needed in the workers) in two processes, same metrics."""
+    from cxrbench.errors import ProtocolError
+
+    track = get_track("smoke")
+    models = ["box-prior", "nearest-report"]
+    serial = run_benchmark(models, track, [0], tmp_path / "one", tmp_path / "w1", show_progress=False)
+    parallel = run_benchmark(models, track, [0], tmp_path / "two", tmp_path / "w2", show_progress=False, jobs=2)
+    assert [(o.model, o.seed, o.status) for o in parallel] == [(m, 0, "ok") for m in models]  # task order
+    for a, b in zip(serial, parallel):
+        assert a.result_path.parent != b.result_path.parent
+        metrics_a, metrics_b = load_result(a.result_path)["metrics"], load_result(b.result_path)["metrics"]
+        assert metrics_a.keys() == metrics_b.keys() and metrics_a
+        for name in metrics_a:
+            assert metrics_a[name]["value"] == pytest.approx(metrics_b[name]["value"], rel=1e-6, abs=1e-9), name
+    with pytest.raises(ProtocolError, match="jobs must be at least 1"):
+        run_benchmark(models, track, [0], tmp_path / "x", tmp_path / "wx", show_progress=False, jobs=0)
+    with pytest.raises(ProtocolError, match="installed plugins only"):
+        run_benchmark(["dummy"], track, [0], tmp_path / "y", tmp_path / "wy", show_progress=False, jobs=2,
+                      registry=registry_with(DummyModel))
