@@ -1,7 +1,9 @@
 """Head-to-head comparison of two entries on one track: paired per-metric differences with intervals.
 
 Localization metrics are paired per (seed, test sample, finding) from the per-sample files and
-bootstrapped over those pairs. Set-level metrics (FID, KID, MS-SSIM, conditional accuracy) have one value
+bootstrapped over those pairs; with two or more seeds they also get a t-interval over the per-seed mean
+differences, because seed-to-seed variation (a different model each time) is usually larger than the
+sampling of test images, and the verdict then needs both intervals to agree. Set-level metrics (FID, KID, MS-SSIM, conditional accuracy) have one value
 per seed; their difference is averaged over seeds with a t-interval (seeds >= 2), or reported without an
 interval for a single seed.
 """
@@ -75,8 +77,20 @@ def compare_models(results_dir: Path, model_a: str, model_b: str, track: str, se
             continue
         higher = a_runs[0][0]["metrics"].get(metric, {}).get("higher_is_better", True)
         diff = paired_difference(a, b, n_boot=n_boot, seed=0)
-        rows.append(_row(metric, float(np.nanmean(a)), float(np.nanmean(b)), diff["value"], diff["ci_low"],
-                         diff["ci_high"], int(diff["n"]), "pairs of (seed, sample, finding)", higher))
+        row = _row(metric, float(np.nanmean(a)), float(np.nanmean(b)), diff["value"], diff["ci_low"],
+                   diff["ci_high"], int(diff["n"]), "pairs of (seed, sample, finding)", higher)
+        if len(seeds) >= 2:
+            per_seed = []
+            for seed in seeds:
+                chosen = np.array([k[0] == seed for k in keys])
+                d = a[chosen] - b[chosen]
+                per_seed.append(float(np.nanmean(d)) if chosen.any() and not np.isnan(d).all() else float("nan"))
+            _, low, high = _t_interval(per_seed)
+            row["seed_ci_low"], row["seed_ci_high"] = low, high
+            seed_verdict = _row(metric, 0, 0, row["a_minus_b"], low, high, len(seeds), "", higher)["verdict"]
+            if seed_verdict != row["verdict"] and row["verdict"] in ("A better", "B better"):
+                row["verdict"] = "no clear difference across seeds"
+        rows.append(row)
     for metric in SET_LEVEL:
         a_vals = [_f(r["metrics"].get(metric, {}).get("value")) for r, _ in a_runs]
         b_vals = [_f(r["metrics"].get(metric, {}).get("value")) for r, _ in b_runs]
@@ -113,8 +127,16 @@ def comparison_table(rows: list[dict[str, Any]], model_a: str, model_b: str) -> 
     def fmt(x: float | None) -> str:
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
-    body = [[r["metric"], fmt(r["a"]), fmt(r["b"]), fmt(r["a_minus_b"]),
-             f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]", r["n"], "higher" if r["higher_is_better"] else "lower",
-             r["verdict"]] for r in rows]
-    headers = ["metric", f"A: {model_a}", f"B: {model_b}", "A - B", "95% interval", "n", "better", "verdict"]
+    def interval(low: float | None, high: float | None) -> str:
+        return "-" if low is None or high is None else f"[{fmt(low)}, {fmt(high)}]"
+
+    def samples_and_seeds(r: dict[str, Any]) -> tuple[str, str]:
+        if r["paired_over"].startswith("seeds"):
+            return "-", interval(r["ci_low"], r["ci_high"])
+        return interval(r["ci_low"], r["ci_high"]), interval(r.get("seed_ci_low"), r.get("seed_ci_high"))
+
+    body = [[r["metric"], fmt(r["a"]), fmt(r["b"]), fmt(r["a_minus_b"]), *samples_and_seeds(r), r["n"],
+             "higher" if r["higher_is_better"] else "lower", r["verdict"]] for r in rows]
+    headers = ["metric", f"A: {model_a}", f"B: {model_b}", "A - B", "95% interval, samples",
+               "95% interval, seeds", "n", "better", "verdict"]
     return tabulate(body, headers=headers, tablefmt="github")

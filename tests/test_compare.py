@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cxrbench.cli import main
@@ -60,3 +62,38 @@ def test_compare_cli_without_running(results, capsys):
                  "--results", str(results), "--no-run"]) == 0
     out = capsys.readouterr().out
     assert "loc_word_auc_roc" in out and "A better" in out
+
+
+def test_localization_difference_gets_a_seed_interval_and_needs_it_for_a_verdict(results):
+    rows = {r["metric"]: r for r in compare_models(results, "dummy", "inverted-prior", "smoke", [0, 1])}
+    auc = rows["loc_word_auc_roc"]
+    assert auc["seed_ci_low"] - 1e-9 <= auc["a_minus_b"] <= auc["seed_ci_high"] + 1e-9
+    # the dummy's maps do not depend on the seed, so both seeds give the same difference: a zero-width interval
+    assert auc["seed_ci_high"] - auc["seed_ci_low"] == pytest.approx(0.0, abs=1e-9)
+    single = {r["metric"]: r for r in compare_models(results, "dummy", "inverted-prior", "smoke", [0])}
+    assert "seed_ci_low" not in single["loc_word_auc_roc"]
+    table = comparison_table(list(rows.values()), "dummy", "inverted-prior")
+    assert "95% interval, seeds" in table and "95% interval, samples" in table
+
+
+def test_samples_alone_do_not_decide_when_seeds_disagree(monkeypatch):
+    import numpy as np
+
+    import cxrbench.compare as compare
+
+    # two seeds whose paired differences have opposite signs: pooled, A looks better; across seeds, unclear
+    data = {"metrics": {"loc_word_auc_roc": {"higher_is_better": True}}}
+    samples = {
+        ("A", 0): {(0, f"s{i}", "L", "p"): {"loc_word_auc_roc": 0.9} for i in range(40)},
+        ("B", 0): {(0, f"s{i}", "L", "p"): {"loc_word_auc_roc": 0.5} for i in range(40)},
+        ("A", 1): {(1, f"s{i}", "L", "p"): {"loc_word_auc_roc": 0.5} for i in range(40)},
+        ("B", 1): {(1, f"s{i}", "L", "p"): {"loc_word_auc_roc": 0.45} for i in range(40)},
+    }
+    monkeypatch.setattr(compare, "_load_pair", lambda d, model, track, seed: (data, samples[(model, seed)]))
+    monkeypatch.setattr(compare, "SET_LEVEL", ())
+    [row] = [r for r in compare.compare_models(Path("."), "A", "B", "smoke", [0, 1])
+             if r["metric"] == "loc_word_auc_roc"]
+    assert row["ci_low"] > 0  # pooled pairs: clearly positive
+    assert row["seed_ci_low"] < 0 < row["seed_ci_high"]  # two seeds, 0.4 and 0.05: t-interval spans 0
+    assert row["verdict"] == "no clear difference across seeds"
+    assert np.isclose(row["a_minus_b"], (0.4 + 0.05) / 2)
