@@ -188,13 +188,12 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cxrbench.report import can_localize, write_report
+    from cxrbench.report import write_report
 
-    paths = [Path(p) for p in args.results]
-    for path in paths:
-        if path.exists() and not can_localize(path):
-            print(f"skipped {path}: its model does not localize, so it has no attention maps")
-    index = write_report(paths, Path(args.out))
+    def skipped(path: Path) -> None:
+        print(f"skipped {path}: its model does not localize, so it has no attention maps")
+
+    index = write_report([Path(p) for p in args.results], Path(args.out), on_skip=skipped)
     print(f"wrote {index} and one PNG per class beside it")
     return 0
 

@@ -87,8 +87,7 @@ def compare_models(results_dir: Path, model_a: str, model_b: str, track: str, se
                 per_seed.append(float(np.nanmean(d)) if chosen.any() and not np.isnan(d).all() else float("nan"))
             _, low, high = _t_interval(per_seed)
             row["seed_ci_low"], row["seed_ci_high"] = low, high
-            seed_verdict = _row(metric, 0, 0, row["a_minus_b"], low, high, len(seeds), "", higher)["verdict"]
-            if seed_verdict != row["verdict"] and row["verdict"] in ("A better", "B better"):
+            if _verdict(row["a_minus_b"], low, high, higher) != row["verdict"] and row["verdict"] in ("A better", "B better"):
                 row["verdict"] = "no clear difference across seeds"
         rows.append(row)
     for metric in SET_LEVEL:
@@ -108,15 +107,18 @@ def _f(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
+def _verdict(diff: float, low: float | None, high: float | None, higher: bool) -> str:
+    """Which entry is better by the interval of A - B, if it excludes zero."""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "undetermined (no interval)"
+    if low > 0 or high < 0:
+        return "A better" if (diff > 0) == higher else "B better"
+    return "no clear difference"
+
+
 def _row(metric: str, a: float, b: float, diff: float, low: float | None, high: float | None, n: int,
          unit: str, higher: bool) -> dict[str, Any]:
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        verdict = "undetermined (no interval)"
-    elif low > 0 or high < 0:
-        a_better = (diff > 0) == higher
-        verdict = "A better" if a_better else "B better"
-    else:
-        verdict = "no clear difference"
+    verdict = _verdict(diff, low, high, higher)
     return {"metric": metric, "a": a, "b": b, "a_minus_b": diff, "ci_low": low, "ci_high": high, "n": n,
             "paired_over": unit, "higher_is_better": higher, "verdict": verdict}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,8 +130,8 @@ def class_figure(label: str, samples: Sequence[Sample], runs: Sequence[ReportMap
                 transform=ax.transAxes)
 
     label_cell(0, "image and box")
-    for s, sample in enumerate(samples):
-        finding = next(f for f in sample.findings if f.label == label)
+    findings = [next(f for f in sample.findings if f.label == label) for sample in samples]
+    for s, (sample, finding) in enumerate(zip(samples, findings)):
         for j in range(len(groups)):
             ax = fig.add_subplot(rows, columns, 2 + s * len(groups) + j)
             ax.set_axis_off()
@@ -142,8 +142,7 @@ def class_figure(label: str, samples: Sequence[Sample], runs: Sequence[ReportMap
     for k, run in enumerate(runs):
         row = 1 + k
         label_cell(row, run.title)
-        for s, sample in enumerate(samples):
-            finding = next(f for f in sample.findings if f.label == label)
+        for s, (sample, finding) in enumerate(zip(samples, findings)):
             index = next((i for i, (sid, lab) in enumerate(zip(run.sample_ids, run.labels))
                           if sid == sample.id and lab == label), None)
             for j, group in enumerate(groups):
@@ -179,15 +178,22 @@ def can_localize(result_path: Path) -> bool:
     return "localize" in load_result(result_path)["plugin"].get("capabilities", [])
 
 
-def write_report(result_paths: Sequence[Path], out_dir: Path, test: Sequence[Sample] | None = None) -> Path:
+def write_report(result_paths: Sequence[Path], out_dir: Path, test: Sequence[Sample] | None = None,
+                 on_skip: Callable[[Path], None] | None = None) -> Path:
     """Write ``out_dir/index.html`` and one ``<class>.png`` per class from the given results.
 
-    Results of models that cannot localize are left out. All results must be of one track; ``test`` (the track's test split) is built from the registry when
+    Results of models that cannot localize are left out (``on_skip`` is called with each). All results must be of one track; ``test`` (the track's test split) is built from the registry when
     not given. Returns the path of the HTML page.
     """
     if not result_paths:
         raise ResultError("report needs at least one result file")
-    result_paths = [p for p in result_paths if can_localize(Path(p))]
+    kept = []
+    for path in map(Path, result_paths):
+        if can_localize(path):
+            kept.append(path)
+        elif on_skip is not None:
+            on_skip(path)
+    result_paths = kept
     if not result_paths:
         raise ResultError("none of the results is of a model that localizes; there are no maps to draw")
     runs = [load_report_maps(Path(p)) for p in result_paths]

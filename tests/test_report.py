@@ -90,7 +90,9 @@ def test_report_leaves_out_results_of_models_that_cannot_localize(smoke_result, 
     other = tmp_path / "generator.json"  # no maps beside it: drawing it would fail
     other.write_text(json.dumps(generate_only))
     test = load_track_data(SMOKE, registry).test
-    index = write_report([result_path, other], tmp_path / "report", test=test)
+    skipped: list = []
+    index = write_report([result_path, other], tmp_path / "report", test=test, on_skip=skipped.append)
     assert "dummy (seed 0)" in index.read_text() and "generator.json" not in index.read_text()
+    assert skipped == [other]
     with pytest.raises(ResultError, match="none of the results is of a model that localizes"):
         write_report([other], tmp_path / "alone", test=test)
