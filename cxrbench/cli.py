@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     track = get_track(args.track)
     seeds = args.seeds if args.seeds is not None else list(track.seeds)
+    if args.compile:  # read by cxrbench.diffusion in this process and in --jobs workers
+        from cxrbench.diffusion.acceleration import COMPILE_ENV
+
+        os.environ[COMPILE_ENV] = "1"
     outcomes = run_benchmark(args.models, track, seeds, Path(args.out), workdir=Path(args.workdir),
                              options=_parse_options(args.option), show_progress=not args.quiet, device=args.device,
                              feature_extractors=args.feature_extractors, checkpoint_every=args.checkpoint_every,
@@ -213,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds to run (default: the track's seeds)")
     p.add_argument("--out", default="results", help="folder for result JSON and per-sample files")
     p.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="stage artifacts for resuming")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the UNet's training and sampling forwards with torch.compile (pays for long fits; "
+                        "its first compilation takes minutes, docs/performance.md)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each in its own process with its share of the CPU threads (default 1)")
     p.add_argument("--option", action="append", default=[], metavar="MODEL.KEY=VALUE")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib import metadata
@@ -26,6 +27,7 @@ def environment_record(device: str = "cpu", world_size: int = 1) -> dict[str, An
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "world_size": world_size,
+        "torch_compile": os.environ.get("CXRBENCH_COMPILE", "") == "1",
     }
     for dist in ("cxrbench", "diffusers", "transformers", "numpy", "torchmetrics", "pytorch-fid"):
         record[dist.replace("-", "_")] = _version(dist)

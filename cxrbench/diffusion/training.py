@@ -18,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
+from cxrbench.diffusion.acceleration import compiled
 from cxrbench.diffusion.checkpoints import GeneratorState, TrainingCheckpoints, training_key
 from cxrbench.diffusion.text import TextConditioner
 from cxrbench.distributed import mean_across, processes
@@ -149,6 +151,74 @@ def _no_sync(model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextMa
     return contextlib.nullcontext() if sync or not hasattr(model, "no_sync") else model.no_sync()
 
 
+@dataclass
+class StepSettings:
+    """How one optimizer step runs: everything but the batch (see ``training_step``)."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    trained: list[torch.nn.Parameter]
+    max_grad_norm: float | None = None
+    mixed_precision: MixedPrecision = "no"
+    micro_batch_size: int | None = None
+    #: Multiplies the loss before backward: under a launcher, DDP averages over processes, so each
+    #: process weights its share of the batch by (its rows x processes / batch size).
+    loss_weight: float = 1.0
+    schedule: Any = None
+    #: A diffusers ``EMAModel`` that follows ``ema_module``'s parameters after every step.
+    ema: Any = None
+    ema_module: torch.nn.Module | None = None
+
+
+def training_step(
+    model: Any, text: TextConditioner, noise_scheduler: Any, x0: torch.Tensor, noise: torch.Tensor,
+    timesteps: torch.Tensor, prompts: Sequence[str], settings: StepSettings,
+) -> float:
+    """One optimizer step of the denoising loss on a batch; returns the batch's mean loss.
+
+    ``model`` is what runs the UNet forward (the UNet, its DDP wrapper or its compiled form); its
+    parameters are those in ``settings.optimizer``. ``prompts`` are the batch's (possibly dropped) captions.
+    """
+    optimizer, scaler = settings.optimizer, settings.scaler
+    optimizer.zero_grad(set_to_none=True)
+    step_loss = 0.0
+    parts = _micro_batches(len(prompts), settings.micro_batch_size)
+    for part in parts:
+        noisy = noise_scheduler.add_noise(x0[part], noise[part], timesteps[part])
+        target = regression_target(noise_scheduler, x0[part], noise[part], timesteps[part])
+        with autocast(x0.device, settings.mixed_precision), _no_sync(model, part is parts[-1]):
+            hidden, mask = text.encode(prompts[part])
+            prediction = model(noisy, timesteps[part], encoder_hidden_states=hidden,
+                               encoder_attention_mask=mask).sample
+        # Each micro-batch's mean weighted by its share: the sum is the whole batch's mean loss.
+        loss = F.mse_loss(prediction.float(), target.float()) * ((part.stop - part.start) / len(prompts))
+        scaler.scale(loss * settings.loss_weight).backward()
+        step_loss += float(loss.detach()) * settings.loss_weight
+    if settings.max_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(settings.trained, settings.max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    if settings.schedule is not None:
+        settings.schedule.step()
+    if settings.ema is not None:
+        settings.ema.step(settings.ema_module.parameters())
+    return step_loss
+
+
+def step_settings(unet: torch.nn.Module, text: TextConditioner, budget: TrainingBudget, text_learning_rate: float,
+                  max_grad_norm: float | None, mixed_precision: MixedPrecision = "no",
+                  micro_batch_size: int | None = None, ema: Any = None) -> StepSettings:
+    """The optimizer (AdamW, ``make_optimizer``), warmup schedule and gradient scaler of a fit."""
+    optimizer = make_optimizer(unet, text, budget, text_learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, budget.warmup_steps))
+    device = next(unet.parameters()).device
+    scaler = torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16" and device.type == "cuda")
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    return StepSettings(optimizer, scaler, trained, max_grad_norm, mixed_precision, micro_batch_size,
+                        schedule=schedule, ema=ema, ema_module=unet if ema is not None else None)
+
+
 def train_denoiser(
     unet: torch.nn.Module,
     text: TextConditioner,
@@ -163,6 +233,7 @@ def train_denoiser(
     micro_batch_size: int | None = None,
     ema: Any = None,
     before_step: Callable[[int], None] | None = None,
+    compile_unet: bool = False,
 ) -> list[float]:
     """Run exactly ``budget.steps`` optimizer steps of ``budget.batch_size`` samples; return the losses.
 
@@ -175,7 +246,8 @@ def train_denoiser(
     steps after every optimizer step. ``before_step(step)`` (0-based) runs before every step's draws, also
     for the steps after a resume: a strategy that changes during training sets its state for that step
     there (it must depend on the step alone). ``context.progress`` is called after every step with the number
-    of steps done and {"loss", "lr"}.
+    of steps done and {"loss", "lr"}. ``compile_unet`` runs the forwards through ``torch.compile``
+    (one process only; ``cxrbench.diffusion.acceleration``).
 
     ``context.checkpoint_every``: the whole training state is written every that many steps under
     ``context.checkpoint_dir`` (``cxrbench.diffusion.checkpoints``), and a fit of the same data, budget,
@@ -188,15 +260,11 @@ def train_denoiser(
     batches = batch_indices(len(prompts), budget.batch_size,
                             torch.Generator().manual_seed(derive_seed(context.seed, "batches")))
     draws = torch.Generator().manual_seed(derive_seed(context.seed, "noise"))
-    num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)
-    optimizer = make_optimizer(unet, text, budget, text_learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, budget.warmup_steps))
-    trained = [p for group in optimizer.param_groups for p in group["params"]]
-    scaler = torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16" and device.type == "cuda")
-
+    settings = step_settings(unet, text, budget, text_learning_rate, max_grad_norm, mixed_precision,
+                             micro_batch_size, ema)
     procs = processes()
-    parts: dict[str, Any] = {"unet": unet, "optimizer": optimizer, "schedule": schedule, "scaler": scaler,
-                             "batches": batches, "draws": GeneratorState(draws)}
+    parts: dict[str, Any] = {"unet": unet, "optimizer": settings.optimizer, "schedule": settings.schedule,
+                             "scaler": settings.scaler, "batches": batches, "draws": GeneratorState(draws)}
     if text.parameters():
         parts["text_encoder"] = text
     if ema is not None:
@@ -207,55 +275,44 @@ def train_denoiser(
         weights=[[n, list(p.shape)] for n, p in unet.named_parameters()], text_weights=len(text.parameters()),
         text_learning_rate=text_learning_rate, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision,
         micro_batch_size=micro_batch_size, ema=ema is not None,
+        base=context.base.sha256 if context.base is not None else None,
     )
     checkpoints = TrainingCheckpoints(context.checkpoint_dir, key, context.checkpoint_every, write=procs.is_main)
     start, losses = checkpoints.restore(parts)
-    model = _data_parallel(unet, text, device) if procs.distributed else unet
+    if procs.distributed:
+        model = _data_parallel(unet, text, device)
+    else:
+        model = compiled(unet) if compile_unet else unet
 
     unet.train()
     for step in range(start, budget.steps):
         if before_step is not None:
             before_step(step)
-        index = next(batches)
-        dropped = torch.rand(len(index), generator=draws) < budget.caption_dropout
-        noise = torch.randn((len(index), *clean_samples.shape[1:]), generator=draws)
-        timesteps = torch.randint(0, num_train_timesteps, (len(index),), generator=draws)
-        # This process's share of the batch (all of it for one process); the draws above are the whole batch's.
-        share = slice(procs.index, None, procs.count)
-        batch_size = len(index)
-        index, dropped, noise, timesteps = index[share], dropped[share], noise[share], timesteps[share]
-        noise, timesteps = noise.to(device), timesteps.to(device)
-        batch_prompts = ["" if drop else prompts[i] for i, drop in zip(index.tolist(), dropped.tolist())]
-        x0 = clean_samples[index.to(clean_samples.device)].to(device)
-
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        micro_batches = _micro_batches(len(index), micro_batch_size)
-        for part in micro_batches:
-            noisy = noise_scheduler.add_noise(x0[part], noise[part], timesteps[part])
-            target = regression_target(noise_scheduler, x0[part], noise[part], timesteps[part])
-            with autocast(device, mixed_precision), _no_sync(model, part is micro_batches[-1]):
-                hidden, mask = text.encode(batch_prompts[part])
-                prediction = model(noisy, timesteps[part], encoder_hidden_states=hidden,
-                                   encoder_attention_mask=mask).sample
-            # Each micro-batch's mean weighted by its share: the sum is the whole batch's mean loss.
-            loss = F.mse_loss(prediction.float(), target.float()) * ((part.stop - part.start) / len(index))
-            if procs.distributed:  # DDP averages over processes: weight by this process's share of the batch
-                loss = loss * (len(index) * procs.count / batch_size)
-            scaler.scale(loss).backward()
-            step_loss += float(loss.detach())
-        if max_grad_norm is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(trained, max_grad_norm)
-        learning_rate = optimizer.param_groups[0]["lr"]
-        scaler.step(optimizer)
-        scaler.update()
-        schedule.step()
-        if ema is not None:
-            ema.step(unet.parameters())
-        losses.append(mean_across(step_loss))
+        x0, noise, timesteps, batch_prompts, settings.loss_weight = _draw_batch(
+            next(batches), draws, clean_samples, prompts, budget, noise_scheduler, procs, device)
+        learning_rate = settings.optimizer.param_groups[0]["lr"]
+        loss = training_step(model, text, noise_scheduler, x0, noise, timesteps, batch_prompts, settings)
+        losses.append(mean_across(loss))
         checkpoints.after_step(step + 1, parts, losses)
         context.progress(step + 1, {"loss": losses[-1], "lr": learning_rate})
     _unwrap_text(text)
     unet.eval()
     return losses
+
+
+def _draw_batch(
+    index: torch.Tensor, draws: torch.Generator, clean_samples: torch.Tensor, prompts: Sequence[str],
+    budget: TrainingBudget, noise_scheduler: Any, procs: Any, device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], float]:
+    """One step's draws for the whole batch (caption dropout, noise, timesteps), then this process's share:
+    (x0, noise, timesteps, prompts, loss weight). The draws are the whole batch's under any launcher."""
+    dropped = torch.rand(len(index), generator=draws) < budget.caption_dropout
+    noise = torch.randn((len(index), *clean_samples.shape[1:]), generator=draws)
+    timesteps = torch.randint(0, int(noise_scheduler.config.num_train_timesteps), (len(index),), generator=draws)
+    share = slice(procs.index, None, procs.count)
+    batch_size = len(index)
+    index, dropped, noise, timesteps = index[share], dropped[share], noise[share], timesteps[share]
+    batch_prompts = ["" if drop else prompts[i] for i, drop in zip(index.tolist(), dropped.tolist())]
+    x0 = clean_samples[index.to(clean_samples.device)].to(device)
+    weight = len(index) * procs.count / batch_size if procs.distributed else 1.0
+    return x0, noise.to(device), timesteps.to(device), batch_prompts, weight

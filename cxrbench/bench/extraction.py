@@ -1,4 +1,4 @@
-"""Speed of pipeline parts, measured: ``cxrbench bench extraction [--json]``.
+"""Speed of attention extraction, measured: ``cxrbench bench extraction [--json]``.
 
 ``extraction`` builds the UNet of ``cxrbench.diffusion`` at the default track's size (64 px images
 pixel-unshuffled to 16 x 16 x 16, the ``DiffusionOptions`` defaults, all-MiniLM-L6-v2's 384-d text
@@ -22,14 +22,11 @@ maps of (a) and (b), which must agree to 1e-5. docs/performance.md has measured 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -220,37 +217,3 @@ def run_extraction_bench(images: int = 4, timesteps: int = 40, rows_per_forward:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``cxrbench bench``."""
-    parser.add_argument("what", choices=["extraction"], help="extraction: batched vs sequential timesteps, "
-                        "and the cost of capturing cross-attention")
-    parser.add_argument("--json", action="store_true", help="print only the JSON figures")
-    parser.add_argument("--timesteps", type=int, default=40,
-                        help="extraction timesteps: the last N of 50 DDIM steps (default 40, the seed paper's)")
-    parser.add_argument("--images", type=int, default=4, help="images extracted (default 4)")
-    parser.add_argument("--rows-per-forward", type=int, default=None,
-                        help="(image, timestep) rows per batched forward (default: the model's default)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions after the warm-up")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed repetitions first")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--device", default="cpu")
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    figures = run_extraction_bench(images=args.images, timesteps=args.timesteps,
-                                   rows_per_forward=args.rows_per_forward, repeats=args.repeats,
-                                   warmup=args.warmup, device=args.device, threads=args.threads)
-    if not args.json:
-        print(f"extraction, {figures['images']} images x {figures['timesteps']} timesteps, "
-              f"{figures['threads']} threads on {figures['device']}, torch {figures['torch']}:\n"
-              f"  (a) batched    {figures['batched_s']:.3f} s ({figures['forwards_batched']} forwards of "
-              f"{figures['rows_per_forward']} rows)\n"
-              f"  (b) sequential {figures['sequential_s']:.3f} s ({figures['forwards_sequential']} forwards)\n"
-              f"  speedup {figures['speedup']:.2f}x, max |a - b| {figures['max_abs_diff']:.2e}\n"
-              f"  (c) forward of {figures['rows_per_forward']} rows: plain {figures['plain_forward_s']:.3f} s, "
-              f"capturing attn2 {figures['captured_forward_s']:.3f} s ({figures['capture_overhead']:.3f}x)",
-              file=sys.stderr)
-    print(json.dumps(figures, indent=None if args.json else 2))
-    return 0 if figures["max_abs_diff"] <= MAX_ABS_DIFF else 1
