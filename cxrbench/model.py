@@ -77,6 +77,20 @@ class ExtractionConfig:
         return {"timesteps": list(self.timesteps), "noise_seed": self.noise_seed}
 
 
+@dataclass(frozen=True)
+class PretrainedBase:
+    """A track's pretrained starting point, shipped with cxrbench: a weights file under ``cxrbench/assets``
+    (``weights``) with its manifest (``base.json`` beside it) and the sha256 the track expects.
+
+    Part of a track's definition, so the track's hash changes with the base. ``cxrbench.pretrained``
+    checks the file before a run and loads it; nothing is downloaded.
+    """
+
+    name: str
+    weights: str
+    sha256: str
+
+
 @dataclass
 class FitContext:
     """What ``fit`` gets besides data and budget: the seed, a private work folder and a progress hook.
@@ -84,7 +98,7 @@ class FitContext:
     ``checkpoint_every``: a model that can checkpoint its training writes its state every that many steps
     under ``checkpoint_dir`` and, when fitted again with the same data, budget and seed, resumes from the
     latest one instead of starting over (None: no checkpoints). Resuming gives the same model as an
-    uninterrupted fit.
+    uninterrupted fit. ``base``: the track's pretrained starting point, when it has one.
     """
 
     seed: int
@@ -93,6 +107,9 @@ class FitContext:
     progress: Callable[[int, dict[str, float]], None] = field(default=lambda step, logs: None)
     device: str = "cpu"
     checkpoint_every: int | None = None
+    #: The track's pretrained base (its file already checked by the core), or None to train from scratch.
+    #: A model that can start from it does (``cxrbench.diffusion.DiffusionModel`` loads its UNet).
+    base: PretrainedBase | None = None
 
     @property
     def checkpoint_dir(self) -> Path:

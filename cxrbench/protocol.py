@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cxrbench.errors import ProtocolError
-from cxrbench.model import ExtractionConfig, SamplerConfig, TrainingBudget
+from cxrbench.model import ExtractionConfig, PretrainedBase, SamplerConfig, TrainingBudget
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,16 @@ class Track:
     #: added (``cxrbench.scoring.feature_extractors_to_run``). Not hashed: they add metrics to a result
     #: without changing any other, so results with and without them stay comparable.
     feature_extractors: tuple[str, ...] = ("domain",)
+    #: The pretrained base every entry fine-tunes from (None: entries train from scratch). Hashed: its
+    #: sha256 is part of the track's definition.
+    base: PretrainedBase | None = None
 
     def definition(self) -> dict[str, Any]:
         """The JSON-ready definition the hash is taken over (everything but ``feature_extractors``)."""
         d = asdict(self)
         d.pop("feature_extractors")
+        if d["base"] is None:  # tracks without a base keep the definition (and hash) they had before bases
+            d.pop("base")
         d["seeds"] = list(self.seeds)
         d["extraction"] = self.extraction.to_dict()
         return d

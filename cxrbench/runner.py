@@ -31,6 +31,7 @@ from cxrbench.distributed import broadcast_from_main, init_processes, map_sharde
 from cxrbench.environment import environment_record
 from cxrbench.errors import ProtocolError, ResultError
 from cxrbench.model import GENERATE, LOCALIZE, FitContext, LocalizationQuery, Model
+from cxrbench.pretrained import check_base
 from cxrbench.protocol import Track, derive_seed
 from cxrbench.registry import ModelEntry, Registry, get_registry
 from cxrbench.report import maps_path_for, save_report_maps
@@ -176,7 +177,7 @@ class RunStages:
 
                 context = FitContext(seed=self.seed, workdir=self.workdir / "fit-scratch",
                                      image_size=self.track.image_size, progress=on_step, device=self.device,
-                                     checkpoint_every=self.checkpoint_every)
+                                     checkpoint_every=self.checkpoint_every, base=self.track.base)
                 context.workdir.mkdir(parents=True, exist_ok=True)
                 self._model.fit(self.data.train, self.track.budget, context)
                 bar.close()
@@ -425,6 +426,8 @@ def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], 
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ProtocolError(f"options of model {entry.model_id!r} are not valid: {problems}") from None
+    if track.base is not None:  # a missing or different base stops the run before anything trains
+        check_base(track.base, f"track {track.name!r} v{track.version}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(workdir) if workdir is not None else out_dir.parent / ".cxrbench-work"

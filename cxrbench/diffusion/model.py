@@ -31,6 +31,7 @@ from pydantic import Field
 
 from cxrbench.attention import extract_cross_attention, token_group_maps, token_group_weights
 from cxrbench.data.schema import Sample
+from cxrbench.diffusion.acceleration import compile_requested, compiled
 from cxrbench.diffusion.sampling import sample
 from cxrbench.diffusion.spaces import PixelSpace, SampleSpace, images_tensor
 from cxrbench.diffusion.text import TextConditioner, load_text_encoder
@@ -45,11 +46,16 @@ from cxrbench.model import (
     LocalizationQuery,
     Model,
     ModelOptions,
+    PretrainedBase,
     SamplerConfig,
     TrainingBudget,
 )
+from cxrbench.pretrained import base_manifest, load_base_state
 from cxrbench.protocol import derive_seed
 
+#: The options a pretrained base's UNet weights depend on (``start_from_base`` compares them).
+BASE_ARCHITECTURE = ("block_out_channels", "layers_per_block", "attention_heads", "norm_num_groups",
+                     "beta_schedule", "num_train_timesteps")
 STATE_FORMAT = 1
 STATE_FILE = "model.json"
 UNET_FILE = "unet.safetensors"
@@ -137,6 +143,33 @@ class DiffusionModel(Model):
             num_train_timesteps=opts.num_train_timesteps, beta_schedule=opts.beta_schedule
         )
 
+    def start_from_base(self, base: PretrainedBase) -> None:
+        """Load a track's pretrained base into the UNet just built (``fit`` does, when the track has one).
+
+        The base's manifest names the options its weights fit; a model whose UNet differs (another width,
+        depth, head count, grid, schedule or text width) is refused with the option that differs, since its
+        fit would not start where the track says every entry starts.
+        """
+        manifest = base_manifest(base)
+        fitted = manifest["options"]
+        mine = self.config()
+        for key in BASE_ARCHITECTURE:
+            if key not in mine or _plain(fitted.get(key)) != _plain(mine[key]):
+                raise ProtocolError(
+                    f"model {self.model_id!r} cannot start from the pretrained base {base.name!r}: its option "
+                    f"{key} is {mine.get(key)!r}, but the base's weights fit {fitted.get(key)!r}"
+                )
+        expected = {"image_size": self.image_size, "unshuffle_factor": self.factor,
+                    "cross_attention_dim": self.text.hidden_size}
+        for key, value in expected.items():
+            if manifest.get(key) != value:
+                raise ProtocolError(
+                    f"model {self.model_id!r} cannot start from the pretrained base {base.name!r}: its {key} is "
+                    f"{value}, but the base was pretrained with {manifest.get(key)!r}"
+                )
+        state = load_base_state(base, f"model {self.model_id!r}")
+        self.unet.load_state_dict({k: v.to(self.device) for k, v in state.items()})
+
     def training_settings(self, budget: TrainingBudget) -> dict[str, Any]:
         """Keyword arguments of ``train_denoiser`` beyond data and budget, plus ``ema_decay`` (None: no
         moving average of the UNet weights)."""
@@ -179,6 +212,8 @@ class DiffusionModel(Model):
             raise ProtocolError("train must hold at least one sample, but got none")
         torch.manual_seed(context.seed)
         self.build(context.image_size, context.device)
+        if context.base is not None:
+            self.start_from_base(context.base)
         clean = self.space.encode_training_set(train, self.image_size, self.device,
                                                derive_seed(context.seed, "encode"), context.workdir)
         settings = self.training_settings(budget)
@@ -191,7 +226,8 @@ class DiffusionModel(Model):
         train_denoiser(
             self.unet, self.text, clean, [s.report for s in train], budget, context, self.noise_scheduler,
             mixed_precision=self.mixed_precision, ema=ema,
-            before_step=lambda step: self.before_training_step(step, budget), **settings,
+            before_step=lambda step: self.before_training_step(step, budget),
+            compile_unet=compile_requested(), **settings,
         )
         self.raw_unet_state = None
         if ema is not None:
@@ -209,12 +245,13 @@ class DiffusionModel(Model):
             )
         shape = self.space.sample_shape(image_size)
         batch = self.options.generation_batch_size
+        forward = compiled(self.unet) if compile_requested() else self.unet
         out = []
         with torch.no_grad():
             for start in range(0, len(prompts), batch):
                 stop = start + batch
                 with autocast(self.device, self.mixed_precision):
-                    samples = sample(self.unet, self.text, list(prompts[start:stop]), list(seeds[start:stop]),
+                    samples = sample(forward, self.text, list(prompts[start:stop]), list(seeds[start:stop]),
                                      shape, sampler, self.noise_scheduler.config)
                 out.append(self.space.decode(samples.float()).cpu())
         if not out:
@@ -322,6 +359,11 @@ class DiffusionModel(Model):
         if self.text.trainable:
             self.text.load_state_dict(load_file(str(directory / TEXT_ENCODER_FILE), device=str(self.device)))
         return True
+
+
+def _plain(value: Any) -> Any:
+    """Tuples and lists compare equal (JSON has no tuples)."""
+    return list(value) if isinstance(value, tuple | list) else value
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
