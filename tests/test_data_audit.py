@@ -85,7 +85,8 @@ def test_leave_one_out_scores_of_known_layouts():
 
 
 def test_prior_table_and_pooled_figures():
-    masks = {"A": [cover_mask([(0, 0, 2, 2)], 1.0, grid=8)] * 2, "B": [cover_mask([(4, 4, 2, 2)], 1.0, grid=8)]}
+    a, b = cover_mask([(0, 0, 2, 2)], 1.0, grid=8), cover_mask([(4, 4, 2, 2)], 1.0, grid=8)
+    masks = {"A": [a, a], "B": [b]}
     table = prior_table(masks)
     assert set(table) == {"A"}  # one mask has no leave-one-out prior
     assert table["A"]["n"] == 2 and pooled(table)["n"] == 2 and pooled(table, ["B"])["n"] == 0
