@@ -131,6 +131,10 @@ _ANATOMY_RANGES: dict[str, tuple[float, float]] = {
 
 #: Anatomy a finding changes (``FindingSpec.anatomy``): how far each hemidiaphragm is lifted.
 _FINDING_ANATOMY = ("dome_lift_right", "dome_lift_left")
+#: Posture a patient may be drawn with (synthcxr-base; 0 otherwise): ``rotation`` shifts the spine and the
+#: trachea from the middle of the thorax towards the patient's right (< 0) or left (> 0); ``scoliosis``
+#: bows the thoracic spine, convex to the right (< 0) or the left (> 0), by that much at mid height.
+_POSE_ANATOMY = ("rotation", "scoliosis")
 
 
 class Anatomy:
@@ -144,8 +148,8 @@ class Anatomy:
 
     def __init__(self, values: dict[str, float]) -> None:
         self.values = dict(values)
-        # Volume loss (lobar atelectasis) raises a hemidiaphragm; 0 for a patient drawn without findings.
-        for key in _FINDING_ANATOMY:
+        # Volume loss (lobar atelectasis) raises a hemidiaphragm, synthcxr-base poses some patients; 0 else.
+        for key in _FINDING_ANATOMY + _POSE_ANATOMY:
             self.values.setdefault(key, 0.0)
         values = self.values
         self.__dict__.update(values)
@@ -204,6 +208,17 @@ class DeviceSpec:
 
 
 @dataclass(frozen=True)
+class LesionSpec:
+    """An incidental lesion that is none of the eight findings (drawn by synthcxr-base): ``kind``, the
+    side ("right", "left" or "bilateral"), the zone and its geometry."""
+
+    kind: str
+    side: str
+    zone: str | None = None
+    geometry: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """Everything that defines one study; rendering is a pure function of it and the image size."""
 
@@ -215,6 +230,7 @@ class StudySpec:
     report: str
     texture_entropy: tuple[int, ...]
     devices: tuple[DeviceSpec, ...] = ()
+    lesions: tuple[LesionSpec, ...] = ()
 
     @property
     def cardiothoracic_ratio(self) -> float:
@@ -1028,13 +1044,16 @@ def _soft_tissue_and_core(a: Anatomy, c: _Canvas, tex: dict[str, np.ndarray]) ->
 def _bones(a: Anatomy, c: _Canvas) -> np.ndarray:
     """Attenuation of spine, posterior and anterior ribs, clavicles; minus trachea and gastric air."""
     u, v, d, e = c.u, c.v, c.d, c.edge
-    dist = np.abs(u - a.cx)
     top = a.apex_y
-    # Spine with darker disc spaces, and the air column of the trachea down to the carina.
+    # Spine with darker disc spaces, and the air column of the trachea down to the carina; both shift
+    # with ``rotation``, and ``scoliosis`` bows the spine (most at mid height).
+    height = np.clip((v - top) * (1.0 / (a.costophrenic_y - top)), 0.0, 1.0)
+    axis = a.cx + a.rotation
+    dist = np.abs(u - axis - a.scoliosis * (4.0 * height * (1.0 - height)))
     disc = np.abs(((v - top) / 0.042) % 1.0 - 0.5)
     spine_col = 1.0 - 0.4 * _ramp(0.1 - disc, 0.08)
     bones = 0.4 * _ramp(0.033 - dist, 2 * e) * spine_col
-    trachea = _ramp(0.014 - np.abs(u - a.cx - 0.004), 2 * e) * _ramp(top + a.carina_drop - v, 0.02)
+    trachea = _ramp(0.014 - np.abs(u - axis - 0.004), 2 * e) * _ramp(top + a.carina_drop - v, 0.02)
     bones = bones - 0.45 * trachea
     # Posterior ribs: arcs rising from the spine, curving down to the lateral wall; lower ribs wider apart.
     tw_row = np.where(c.left_half, a.thorax[0], a.thorax[1])
@@ -1274,28 +1293,131 @@ def _opacity(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[np.ndarray, lis
     return total * (air + extra), weights
 
 
-def _device(device: DeviceSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
-    """Attenuation of one support device (metal and radio-opaque plastic are bright)."""
+def _tube(c: _Canvas, start: tuple[float, float], tip: tuple[float, float], half_width: float) -> np.ndarray:
+    """A line from ``start`` curving down to ``tip`` (x quadratic in y, vertical at the tip), 0..1."""
     u, v, e = c.u, c.v, c.edge
-    g = device.geometry
-    if device.kind == "ecg_leads":
-        out = np.zeros((c.res, c.res), dtype=np.float32)
-        for i in range(int(g["count"])):
-            dist = np.sqrt((u - g[f"x{i}"]) ** 2 + (v - g[f"y{i}"]) ** 2)
-            out = out + 0.5 * _ramp(0.014 - dist, e) + 0.4 * _ramp(0.005 - dist, e)
-        return out
-    if device.kind == "central_line":
-        # From the right internal jugular / subclavian region down to the superior vena cava.
-        x0, y0 = a.cx - g["entry_d"], g["entry_y"]
-        xt, yt = a.cx - 0.03, g["tip_y"]
-        t = np.clip((v - y0) * (1.0 / (yt - y0)), 0.0, 1.0)
-        x = xt + (x0 - xt) * (1.0 - t) ** 2
-        slope = -2.0 * (x0 - xt) * (1.0 - t) * (1.0 / (yt - y0))
-        dist = np.abs(u - x) / np.sqrt(1.0 + slope * slope)
-        return 0.45 * _ramp(0.004 - dist, e) * _ramp(v - y0, e) * _ramp(yt - v, e)
-    # Endotracheal tube: two walls along the trachea ending above the carina.
-    walls = _ramp(0.003 - np.abs(np.abs(u - a.cx - 0.004) - 0.008), e)
-    return 0.3 * walls * _ramp(g["tip_y"] - v, e)
+    (x0, y0), (xt, yt) = start, tip
+    t = np.clip((v - y0) * (1.0 / (yt - y0)), 0.0, 1.0)
+    x = xt + (x0 - xt) * (1.0 - t) ** 2
+    slope = -2.0 * (x0 - xt) * (1.0 - t) * (1.0 / (yt - y0))
+    dist = np.abs(u - x) / np.sqrt(1.0 + slope * slope)
+    return _ramp(half_width - dist, e) * _ramp(v - y0, e) * _ramp(yt - v, e)
+
+
+def _disc(c: _Canvas, x: float, y: float, rx: float, ry: float) -> np.ndarray:
+    """A filled ellipse with a one-pixel soft edge, 0..1."""
+    q = np.sqrt(((c.u - x) * (1.0 / rx)) ** 2 + ((c.v - y) * (1.0 / ry)) ** 2)
+    return _ramp(1.0 - q, c.edge / min(rx, ry))
+
+
+def _ecg_leads(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    out = np.zeros((c.res, c.res), dtype=np.float32)
+    for i in range(int(g["count"])):
+        dist = np.sqrt((c.u - g[f"x{i}"]) ** 2 + (c.v - g[f"y{i}"]) ** 2)
+        out = out + 0.5 * _ramp(0.014 - dist, c.edge) + 0.4 * _ramp(0.005 - dist, c.edge)
+    return out
+
+
+def _central_line(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    """From the right internal jugular / subclavian region down to the superior vena cava."""
+    return 0.45 * _tube(c, (a.cx - g["entry_d"], g["entry_y"]), (a.cx - 0.03, g["tip_y"]), 0.004)
+
+
+def _endotracheal_tube(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    """Two walls along the trachea ending above the carina."""
+    walls = _ramp(0.003 - np.abs(np.abs(c.u - a.cx - a.rotation - 0.004) - 0.008), c.edge)
+    return 0.3 * walls * _ramp(g["tip_y"] - c.v, c.edge)
+
+
+def _pacemaker(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    """A generator over the upper chest (``x``, ``y``) with leads to the right atrium and ventricle."""
+    can = _disc(c, g["x"], g["y"], 0.035, 0.025)
+    atrium = _tube(c, (g["x"], g["y"]), (a.cx - 0.035, a.hilum_y + g["atrial_drop"]), 0.003)
+    ventricle = _tube(c, (g["x"], g["y"]), (a.cx + g["ventricle_d"], a.hilum_y + g["ventricle_drop"]), 0.003)
+    return 0.9 * can + 0.5 * np.maximum(atrium, ventricle)
+
+
+def _port(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    """A chest port: a round reservoir with a brighter rim and a catheter to the superior vena cava."""
+    rim = _disc(c, g["x"], g["y"], g["radius"], g["radius"])
+    chamber = _disc(c, g["x"], g["y"], 0.6 * g["radius"], 0.6 * g["radius"])
+    catheter = _tube(c, (g["x"], g["y"]), (a.cx - 0.03, g["tip_y"]), 0.003)
+    return 0.8 * rim - 0.3 * chamber + 0.35 * catheter
+
+
+def _sternotomy(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    """Median sternotomy wires: small twisted loops in a column over the sternum."""
+    out = np.zeros((c.res, c.res), dtype=np.float32)
+    count = int(g["count"])
+    for i in range(count):
+        y = g["top"] + (g["bottom"] - g["top"]) * i / (count - 1)
+        x = a.cx + g["offset"] + 0.004 * (i % 2)
+        q = np.sqrt(((c.u - x) * (1.0 / 0.018)) ** 2 + ((c.v - y) * (1.0 / 0.008)) ** 2)
+        loop = _ramp(0.35 - np.abs(q - 1.0), 2.5 * c.edge / 0.018)
+        twist = _ramp(0.003 - np.abs(c.u - x), c.edge) * _ramp(0.013 - np.abs(c.v - y + 0.009), c.edge)
+        out = out + np.maximum(loop, twist)
+    return 1.6 * out
+
+
+#: Device kind -> its drawing (attenuation of metal and radio-opaque plastic, so bright).
+_DEVICE_DRAWINGS: dict[str, Callable[[dict[str, float], Anatomy, _Canvas], np.ndarray]] = {
+    "ecg_leads": _ecg_leads, "central_line": _central_line, "endotracheal_tube": _endotracheal_tube,
+    "pacemaker": _pacemaker, "port": _port, "sternotomy": _sternotomy,
+}
+
+
+def _device(device: DeviceSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
+    """Attenuation of one support device."""
+    return _DEVICE_DRAWINGS[device.kind](device.geometry, a, c)
+
+
+def _granuloma(lesion: LesionSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
+    """A calcified granuloma: a tiny, very dense, sharply marginated dot."""
+    g = lesion.geometry
+    x = _x_of(a, SIDES.index(lesion.side), g["d"])
+    return 0.9 * _disc(c, x, g["y"], g["radius"], g["radius"])
+
+
+def _bulla(lesion: LesionSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
+    """A bulla: a round lucency without vessel markings inside a thin bright wall."""
+    g = lesion.geometry
+    x = _x_of(a, SIDES.index(lesion.side), g["d"])
+    dist = np.sqrt((c.u - x) ** 2 + (c.v - g["y"]) ** 2)
+    inside = _ramp(g["radius"] - dist, c.edge)
+    wall = _ramp(0.0035 - np.abs(dist - g["radius"]), c.edge)
+    return -inside * (c.markings + 0.12 * a.air_density * c.lung) + 0.3 * wall * c.lung
+
+
+def _scarring(lesion: LesionSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
+    """Apical scarring: a few thin strands fanning down from each apex named (``sides``)."""
+    g = lesion.geometry
+    out = np.zeros((c.res, c.res), dtype=np.float32)
+    for side in (_PATIENT_SIDES if lesion.side == "bilateral" else (SIDES.index(lesion.side),)):
+        ds = _side_rows(a, c.u, side)
+        x0, y0 = a.apex_offset[side] + 0.01, a.apex[side] + 0.015
+        for k in range(int(g["count"])):
+            angle = g["spread"] * (k / max(g["count"] - 1.0, 1.0) - 0.5) + g["tilt"]
+            along = (ds - x0) * np.sin(angle) + (c.v - y0) * np.cos(angle)
+            across = (ds - x0) * np.cos(angle) - (c.v - y0) * np.sin(angle)
+            strand = _ramp(0.0035 - np.abs(across), c.edge) * _ramp(along, c.edge)
+            strand = strand * _ramp(g["length"] - along, 0.02)
+            out = np.maximum(out, strand * c.lung_shape[side])
+    return 0.4 * out
+
+
+def _rib_fracture(lesion: LesionSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
+    """A healed rib fracture: a fusiform callus on a rib at the lateral chest wall."""
+    g = lesion.geometry
+    side = SIDES.index(lesion.side)
+    lateral = float(_lung_extent(a, side, np.array([g["y"]]))[1][0])
+    x = _x_of(a, side, lateral - g["inset"])
+    return 0.3 * _disc(c, x, g["y"], 0.016, 0.009)
+
+
+#: Incidental lesion kind (synthcxr-base) -> its drawing.
+_LESION_DRAWINGS: dict[str, Callable[[LesionSpec, Anatomy, _Canvas], np.ndarray]] = {
+    "granuloma": _granuloma, "bulla": _bulla, "scarring": _scarring, "rib_fracture": _rib_fracture,
+}
 
 
 def _draw_findings(spec: StudySpec, drawn: list[FindingSpec], c: _Canvas, attenuation: np.ndarray,
@@ -1368,8 +1490,12 @@ def render_studies(specs: list[StudySpec], size: int, labels: Collection[str] | 
              for b, (s, fs) in enumerate(zip(specs, drawn))]
     attenuation = attenuation + _bones(a, c)
     for b, s in enumerate(specs):
-        for device in s.devices:
-            attenuation[b] += _device(device, anatomies[b], _study_canvas(c, b))
+        if s.devices or s.lesions:
+            study = _study_canvas(c, b)
+            for device in s.devices:
+                attenuation[b] += _device(device, anatomies[b], study)
+            for lesion in s.lesions:
+                attenuation[b] += _LESION_DRAWINGS[lesion.kind](lesion, anatomies[b], study)
     image = 1.0 - np.exp(-a.exposure * np.maximum(attenuation, 0.0).astype(np.float64))
     image = np.clip((image - a.black) * (1.0 / (a.white - a.black)), 0.0, 1.0) ** a.gamma
     if factor == 2:
