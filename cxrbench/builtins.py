@@ -15,6 +15,12 @@ def _synthcxr(**params: Any) -> Any:
     return SynthCXR(**params)
 
 
+def _synthcxr_base(**params: Any) -> Any:
+    from cxrbench.data.synthcxr_base import SynthCXRBase
+
+    return SynthCXRBase(**params)
+
+
 def _synthcxr_openi(**params: Any) -> Any:
     from cxrbench.data.openi import OpenISynthCXR
 
@@ -63,6 +69,7 @@ def cxrbench_register_models(register: Callable[[type], None]) -> None:
 def cxrbench_register_datasets(register: Callable[[str, Callable[..., object]], None]) -> None:
     register("synthcxr", _synthcxr)
     register("synthcxr-openi", _synthcxr_openi)
+    register("synthcxr-base", _synthcxr_base)
     register("mimic-cxr+ms-cxr", _real("MimicCXR"))
     register("chestx-ray14", _real("ChestXray14"))
     register("vindr-cxr", _real("VinDrCXR"))

@@ -270,8 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--image-size", type=int, default=128)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_data_show)
+    _add_data_audit_parser(data_sub)
     _add_bench_parser(sub)
     return parser
+
+
+def _add_data_audit_parser(data_sub: Any) -> None:
+    from cxrbench.data.audit import add_box_prior_arguments, cmd_box_prior_audit
+
+    q = data_sub.add_parser("audit", help="class box priors (leave-one-out) beside ChestX-ray14's, and the "
+                            "track's box-prior baseline")
+    add_box_prior_arguments(q)
+    q.set_defaults(func=cmd_box_prior_audit)
 
 
 def _add_bench_parser(sub: Any) -> None:

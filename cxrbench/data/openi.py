@@ -693,6 +693,10 @@ _RENDER_SEVERITY = {
     "Edema": dict(zip(SEVERITY_ORDER, ("mild", "mild", "moderate", "moderate", "moderate"))),
     "Lung Opacity": {"small": "small"},  # a small rounded opacity; otherwise any size
 }
+#: Drawing patterns used for a site (``synthcxr.PATTERNS``; other classes: any). A site is one side, so
+#: an effusion is drawn as free fluid at that lung's base (SynthCXR's bilateral pattern would be one
+#: finding over both); a pneumothorax and edema take their common form, as the tags do not say more.
+_RENDER_PATTERNS = {"Pleural Effusion": ("basal",), "Pneumothorax": ("apical",), "Edema": ("perihilar",)}
 _MAX_TRIES = 64
 
 
@@ -705,8 +709,8 @@ def draw_site(site: TagFinding, anatomy: synthcxr.Anatomy, entropy: list[int], p
     """A SynthCXR finding for ``site`` on ``anatomy``: side, zone and severity as the site says.
 
     Draws ``synthcxr._draw_finding`` with the site's side from one seeded stream until the zone and
-    severity match (at most ``_MAX_TRIES``). A point-like finding (geometry ``d``, ``y``)
-    whose zone SynthCXR does not pick for the class (atelectasis outside the lower zone) is moved into
+    severity match (at most ``_MAX_TRIES``), with the class's patterns limited to ``_RENDER_PATTERNS``.
+    A point-like finding (geometry ``d``, ``y``) whose zone never comes up in those tries is moved into
     the zone with ``synthcxr._sample_point``.
     """
     label = site.label
@@ -717,7 +721,7 @@ def draw_site(site: TagFinding, anatomy: synthcxr.Anatomy, entropy: list[int], p
     movable: FindingSpec | None = None
     zones_seen: set[str | None] = set()
     for attempt in range(1, _MAX_TRIES + 1):
-        spec = synthcxr._draw_finding(rng, anatomy, label, side)
+        spec = synthcxr._draw_finding(rng, anatomy, label, side, patterns=_RENDER_PATTERNS.get(label))
         if _matches(spec, site.zone, severity):
             return replace(spec, phrase=phrase)
         zones_seen.add(spec.zone)

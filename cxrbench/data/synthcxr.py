@@ -1,26 +1,34 @@
-"""SynthCXR v2: procedurally rendered PA chest radiographs with radiology reports and exact boxes.
+"""SynthCXR v3: procedurally rendered PA chest radiographs with radiology reports and exact boxes.
 
 The embedded, offline default dataset of the smoke and default tracks. Every study is a patient
-(thorax size and position, lung apices and costophrenic angles, diaphragm domes, heart size, ribs,
-clavicles, spine, trachea, soft tissue, exposure and quantum noise all vary) with zero, one or two
-findings drawn where its report says:
+(position and size of the thorax on the film, lung apices and costophrenic angles, diaphragm domes,
+heart size, ribs, clavicles, spine, trachea, soft tissue, exposure and quantum noise all vary) with
+zero, one or two findings drawn where its report says. v3 places findings as variably as radiologists'
+boxes on real films (``cxrbench.data.audit`` compares the class box priors with ChestX-ray14's), in
+these drawing patterns (``PATTERNS``) and sites:
 
 ==================  ================================================================================
 Cardiomegaly        enlarged cardiac silhouette, cardiothoracic ratio 0.54-0.66 (normal 0.38-0.48)
-Pleural Effusion    homogeneous basal opacity with a meniscus rising laterally, blunted costophrenic angle
-Pneumothorax        apical/lateral lucency without lung markings, thin bright visceral pleural line
-Consolidation       dense lobar opacity with a sharp fissural border and dark branching air bronchograms
-Pneumonia           ill-defined, patchy (mottled) airspace opacity in one lung zone
-Atelectasis         thin plate-like band, near horizontal, in a lower zone
-Edema               bilateral perihilar haze (butterfly), one box per side
-Lung Opacity        one rounded focal opacity
+Pleural Effusion    free fluid at one lung base (meniscus rising laterally, blunted costophrenic angle)
+                    or at both (one finding, a box per side); loculated: a lens of fluid along the
+                    lateral chest wall or in the right minor fissure
+Pneumothorax        lucency without lung markings bounded by a thin bright visceral pleural line:
+                    apical (small to large), lateral (along the lateral wall) or basilar (deep sulcus)
+Consolidation       dense lobar opacity with a sharp fissural border and dark branching air bronchograms;
+                    any zone, the lingula or the left lower lobe behind the heart
+Pneumonia           ill-defined, patchy (mottled) airspace opacity; any zone, lingula, behind the heart
+Atelectasis         plate-like band (near horizontal) in any zone, or a collapsed lower lobe (wedge
+                    to the lifted dome) or upper lobe (wedge along the upper mediastinum)
+Edema               mottled haze with septal lines, perihilar, bibasilar or diffuse; a box per lung
+Lung Opacity        rounded (nodular) or hazy focal opacity; any zone, lingula, behind the heart
 ==================  ================================================================================
 
 Conventions: images are PA views, so the patient's right is the image's left. Zones are fractions of
 each lung's height from apex to costophrenic angle (upper 0.10-0.36, middle 0.40-0.60, lower
 0.64-0.86). A finding's boxes are the bounding boxes, in output pixels, of where its drawing replaces
-more than ``_FOOTPRINT_WEIGHT`` of the local tissue, so they are tight to what was drawn; edema has one
-box per lung. ``SynthCXR.render(split, i, labels=())`` draws the same patient without its findings.
+more than ``_FOOTPRINT_WEIGHT`` of the local tissue, so they are tight to what was drawn; edema and
+bilateral effusions have one box per lung. ``SynthCXR.render(split, i, labels=())`` draws the same
+patient without its findings.
 
 Determinism: a study is a pure function of ``(seed, split, index)``; a block of 80 consecutive studies
 shares one composition table (12 normal, 8 single studies of each finding, 4 pairs that cover every
@@ -74,13 +82,13 @@ SEVERITIES: dict[str, tuple[str, ...]] = {
 #: Patient parameters and the uniform range each is drawn from (image units, y downwards; attenuation
 #: in units where the displayed brightness is 1 - exp(-exposure * attenuation)).
 _ANATOMY_RANGES: dict[str, tuple[float, float]] = {
-    "cx": (0.475, 0.525),
-    "thorax_halfwidth": (0.33, 0.385),
+    "cx": (0.44, 0.56),
+    "thorax_halfwidth": (0.31, 0.385),
     "thorax_asymmetry": (-0.012, 0.012),
-    "apex_y": (0.09, 0.15),
+    "apex_y": (0.04, 0.17),
     "apex_jitter_right": (-0.01, 0.01),
     "apex_jitter_left": (-0.01, 0.01),
-    "costophrenic_y": (0.78, 0.86),
+    "lung_height": (0.6, 0.78),
     "right_dome_rise": (0.01, 0.035),
     "dome_right": (0.05, 0.085),
     "dome_left": (0.045, 0.08),
@@ -123,6 +131,10 @@ _ANATOMY_RANGES: dict[str, tuple[float, float]] = {
 
 #: Anatomy a finding changes (``FindingSpec.anatomy``): how far each hemidiaphragm is lifted.
 _FINDING_ANATOMY = ("dome_lift_right", "dome_lift_left")
+#: Posture a patient may be drawn with (synthcxr-base; 0 otherwise): ``rotation`` shifts the spine and the
+#: trachea from the middle of the thorax towards the patient's right (< 0) or left (> 0); ``scoliosis``
+#: bows the thoracic spine, convex to the right (< 0) or the left (> 0), by that much at mid height.
+_POSE_ANATOMY = ("rotation", "scoliosis")
 
 
 class Anatomy:
@@ -136,11 +148,13 @@ class Anatomy:
 
     def __init__(self, values: dict[str, float]) -> None:
         self.values = dict(values)
-        # Volume loss (lobar atelectasis) raises a hemidiaphragm; 0 for a patient drawn without findings.
-        for key in _FINDING_ANATOMY:
+        # Volume loss (lobar atelectasis) raises a hemidiaphragm, synthcxr-base poses some patients; 0 else.
+        for key in _FINDING_ANATOMY + _POSE_ANATOMY:
             self.values.setdefault(key, 0.0)
         values = self.values
         self.__dict__.update(values)
+        #: Height of the left costophrenic angle (the right one is ``right_dome_rise`` higher).
+        self.costophrenic_y = self.apex_y + self.lung_height
         half, asym = self.thorax_halfwidth, self.thorax_asymmetry
         self.thorax = (half + asym, half - asym)
         self.apex = (self.apex_y + self.apex_jitter_right, self.apex_y + self.apex_jitter_left)
@@ -181,6 +195,8 @@ class FindingSpec:
     phrase: str = ""
     #: Changes to the patient's anatomy while the finding is drawn (added to ``Anatomy`` values).
     anatomy: dict[str, float] = field(default_factory=dict)
+    #: The drawing pattern of a class with several (``PATTERNS``), e.g. "apical", "bilateral"; else "".
+    pattern: str = ""
 
 
 @dataclass(frozen=True)
@@ -188,6 +204,17 @@ class DeviceSpec:
     """A support device over the chest: ``kind`` in DEVICE_KINDS and its geometry."""
 
     kind: str
+    geometry: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LesionSpec:
+    """An incidental lesion that is none of the eight findings (drawn by synthcxr-base): ``kind``, the
+    side ("right", "left" or "bilateral"), the zone and its geometry."""
+
+    kind: str
+    side: str
+    zone: str | None = None
     geometry: dict[str, float] = field(default_factory=dict)
 
 
@@ -203,6 +230,7 @@ class StudySpec:
     report: str
     texture_entropy: tuple[int, ...]
     devices: tuple[DeviceSpec, ...] = ()
+    lesions: tuple[LesionSpec, ...] = ()
 
     @property
     def cardiothoracic_ratio(self) -> float:
@@ -319,20 +347,29 @@ def _sample_point(a: Anatomy, side: int, zone: str, rng: np.random.Generator, ma
 # Reports
 # --------------------------------------------------------------------------------------------------
 
-_ZONE_WORDS: dict[str, tuple[tuple[str, str], ...]] = {
-    # (zone name, preposition)
-    "upper": (("{s} upper lobe", "in"), ("{s} upper lung zone", "in"), ("{s} apex", "at")),
-    "middle": (("{s} mid lung", "in"), ("{s} mid lung zone", "in"), ("{m}", "in")),
-    "lower": (("{s} lower lobe", "in"), ("{s} lung base", "at"), ("{s} lower lung zone", "in")),
+#: Names of a site: (noun, its preposition, adjective form); {s} is the side, {m} the side's middle zone.
+_ZONE_WORDS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "upper": (("{s} upper lobe", "in", "{s} upper lobe"), ("{s} upper lung zone", "in", "{s} upper zone"),
+              ("{s} apex", "at", "{s} apical")),
+    "middle": (("{s} mid lung", "in", "{s} mid lung"), ("{s} mid lung zone", "in", "{s} mid lung zone"),
+               ("{m}", "in", "{m}")),
+    "lower": (("{s} lower lobe", "in", "{s} lower lobe"), ("{s} lung base", "at", "{s} basilar"),
+              ("{s} lower lung zone", "in", "{s} lower zone")),
+    # Left lung only: the lingula, next to the left heart border, and the lower lobe behind the heart.
+    "lingula": (("lingula", "in", "lingular"),),
+    "retrocardiac": (("left lower lobe behind the heart", "in", "left lower lobe"),),
 }
 _ADVERB = {"mild": "mildly", "moderate": "moderately", "marked": "markedly"}
 
 
-def _zone_phrase(rng: np.random.Generator, side: str, zone: str, concise: bool = False) -> tuple[str, str]:
-    """Name of ``zone`` of lung ``side`` and its preposition; ``concise`` takes the shortest name."""
-    name, prep = _ZONE_WORDS[zone][0 if concise else int(rng.integers(len(_ZONE_WORDS[zone])))]
+def _zone_phrase(rng: np.random.Generator, side: str, site: str, concise: bool = False
+                 ) -> tuple[str, str, str]:
+    """Noun, preposition and adjective naming ``site`` of lung ``side``; ``concise`` takes the first names."""
+    options = _ZONE_WORDS[site]
+    names = options[0 if concise else int(rng.integers(len(options)))]
     middle = "right middle lobe" if side == "right" else "left midlung"  # every zone name states its side
-    return name.format(s=side, m=middle), prep
+    noun, prep, adjective = names
+    return noun.format(s=side, m=middle), prep, adjective.format(s=side, m=middle)
 
 
 def _sentence(text: str) -> str:
@@ -349,76 +386,120 @@ def _pick_weighted(rng: np.random.Generator, options: tuple[str, ...], weights: 
     return options[min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(options) - 1)]
 
 
-#: Report templates per finding. Placeholders: {sev} severity, {adv} its adverb, {side}, {where} the
-#: zone, {prep} its preposition, {size} "small " for small opacities. The first two are the concise
-#: forms used when a report states two findings. A template with a severity set applies only to those.
+#: Report templates per finding and drawing pattern (``label/pattern``). Placeholders: {sev} severity,
+#: {adv} its adverb, {side}, {where} the site's noun, {prep} its preposition, {adj} its adjective form,
+#: {size} "small " for small opacities. The first two are the concise forms used when a report states two
+#: findings. A template with a severity set applies only to those.
 _TEMPLATES: dict[str, tuple[tuple[str, frozenset[str] | None], ...]] = {
     "Cardiomegaly": (
         ("{sev} cardiomegaly.", None), ("The cardiac silhouette is {adv} enlarged.", None),
         ("{sev} enlargement of the cardiac silhouette.", None), ("{sev} cardiomegaly is present.", None),
     ),
-    "Pleural Effusion": (
+    "Pleural Effusion/basal": (
         ("{sev} {side} pleural effusion.", None), ("{sev} {side} effusion.", None),
         ("{side} pleural effusion, {sev}.", None), ("There is a {sev} {side} pleural effusion.", None),
         ("Small {side} pleural effusion blunting the costophrenic angle.", frozenset({"small"})),
+        ("{sev} {side} pleural effusion at the lung base.", None),
     ),
-    "Pneumothorax": (
-        ("{sev} {side} pneumothorax.", None), ("{side} pneumothorax, {sev}.", None),
-        ("There is a {sev} {side} pneumothorax.", None),
+    "Pleural Effusion/bilateral": (
+        ("{sev} bilateral pleural effusions.", None), ("{sev} bilateral effusions.", None),
+        ("Bilateral pleural effusions, {sev}.", None), ("There are {sev} bilateral pleural effusions.", None),
+    ),
+    "Pleural Effusion/loculated": (
+        ("Loculated {side} pleural effusion.", None), ("{side} loculated effusion.", None),
+        ("Loculated {side} pleural effusion along the lateral chest wall.", None),
+        ("{side} lateral loculated pleural effusion.", None),
+    ),
+    "Pleural Effusion/fissural": (
+        ("Loculated effusion in the {side} minor fissure.", None),
+        ("{side} fissural pleural effusion.", None),
+        ("Loculated {side} pleural effusion in the minor fissure.", None),
+    ),
+    "Pneumothorax/apical": (
         ("{sev} {side} apical pneumothorax.", frozenset({"small", "moderate"})),
+        ("{side} apical pneumothorax, {sev}.", frozenset({"small", "moderate"})),
+        ("There is a {sev} {side} apical pneumothorax.", frozenset({"small", "moderate"})),
+        ("{sev} pneumothorax at the {side} apex.", frozenset({"small", "moderate"})),
+        ("Large {side} pneumothorax.", frozenset({"large"})),
+        ("{side} pneumothorax, large.", frozenset({"large"})),
+        ("There is a large {side} pneumothorax.", frozenset({"large"})),
+    ),
+    "Pneumothorax/lateral": (
+        ("{sev} {side} lateral pneumothorax.", None), ("{side} lateral pneumothorax, {sev}.", None),
+        ("{sev} {side} pneumothorax along the lateral chest wall.", None),
+    ),
+    "Pneumothorax/basilar": (
+        ("{sev} {side} basilar pneumothorax.", None), ("{side} basilar pneumothorax, {sev}.", None),
+        ("{sev} {side} basilar pneumothorax with a deep sulcus.", None),
     ),
     "Consolidation": (
-        ("Consolidation {prep} the {where}.", None), ("{where} consolidation.", None),
+        ("Consolidation {prep} the {where}.", None), ("{adj} consolidation.", None),
         ("Dense consolidation {prep} the {where}.", None),
-        ("{where} consolidation with air bronchograms.", None),
+        ("{adj} consolidation with air bronchograms.", None),
         ("Lobar consolidation {prep} the {where}.", None),
     ),
     "Pneumonia": (
-        ("{where} pneumonia.", None), ("Patchy {where} pneumonia.", None),
+        ("{adj} pneumonia.", None), ("Patchy {adj} pneumonia.", None),
         ("Pneumonia {prep} the {where}.", None),
         ("Patchy airspace disease {prep} the {where}, consistent with pneumonia.", None),
     ),
-    "Atelectasis": (
-        ("Linear atelectasis {prep} the {where}.", None), ("{where} atelectasis.", None),
-        ("Plate-like atelectasis {prep} the {where}.", None), ("{where} subsegmental atelectasis.", None),
+    "Atelectasis/plate": (
+        ("Linear atelectasis {prep} the {where}.", None), ("{adj} atelectasis.", None),
+        ("Plate-like atelectasis {prep} the {where}.", None), ("{adj} subsegmental atelectasis.", None),
         ("Minimal plate-like atelectasis {prep} the {where}.", None),
     ),
-    "Atelectasis/lobar": (
-        ("{side} lower lobe atelectasis.", None), ("{where} atelectasis with volume loss.", None),
-        ("Atelectasis of the {side} lower lobe.", None),
+    "Atelectasis/lower lobe": (
+        ("{side} lower lobe atelectasis.", None), ("Atelectasis of the {side} lower lobe.", None),
+        ("{side} lower lobe atelectasis with volume loss.", None),
         ("{side} basilar atelectasis with elevation of the hemidiaphragm.", None),
     ),
-    "Edema": (
-        ("{sev} pulmonary edema.", None), ("{sev} perihilar edema.", None),
-        ("{sev} interstitial edema.", None),
-        ("Findings consistent with {sev} pulmonary edema.", None),
+    "Atelectasis/upper lobe": (
+        ("{side} upper lobe atelectasis.", None), ("Atelectasis of the {side} upper lobe.", None),
+        ("{side} upper lobe atelectasis with volume loss.", None),
+        ("{side} apical atelectasis with volume loss.", None),
     ),
-    "Lung Opacity": (
+    "Edema/perihilar": (
+        ("{sev} perihilar edema.", None), ("{sev} perihilar pulmonary edema.", None),
+        ("{sev} pulmonary edema in a perihilar distribution.", None),
+    ),
+    "Edema/bibasilar": (
+        ("{sev} bibasilar edema.", None), ("{sev} interstitial edema at the lung bases.", None),
+        ("{sev} pulmonary edema, most marked at the bases.", None),
+    ),
+    "Edema/diffuse": (
+        ("{sev} diffuse pulmonary edema.", None), ("{sev} diffuse interstitial edema.", None),
+        ("{sev} pulmonary edema throughout both lungs.", None),
+    ),
+    "Lung Opacity/rounded": (
         ("Focal opacity {prep} the {where}.", None), ("{size}rounded opacity {prep} the {where}.", None),
         ("Nodular opacity {prep} the {where}.", None),
     ),
     "Lung Opacity/hazy": (
-        ("Hazy opacity {prep} the {where}.", None), ("{where} opacity.", None),
+        ("Hazy opacity {prep} the {where}.", None), ("{adj} opacity.", None),
         ("Ill-defined opacity {prep} the {where}.", None), ("Patchy opacity {prep} the {where}.", None),
     ),
 }
+#: Longest finding sentence in characters (longer wordings of a template set are skipped).
+_MAX_PHRASE_CHARS = 64
 
 
-def _finding_phrase(rng: np.random.Generator, label: str, side: str | None, zone: str | None,
-                    severity: str | None, concise: bool = False, variant: str | None = None) -> str:
+def _finding_phrase(rng: np.random.Generator, label: str, side: str | None, site: str | None,
+                    severity: str | None, concise: bool = False, pattern: str = "") -> str:
     """The sentence that states one finding; it always contains one of the class's query words.
 
-    ``variant`` selects the templates of a drawing variant (``"Atelectasis/lobar"``, ``"Lung Opacity/hazy"``).
+    ``site`` is a zone, ``"lingula"`` or ``"retrocardiac"``; ``pattern`` selects the templates of a
+    drawing pattern (``_TEMPLATES`` key ``label/pattern`` when there is one).
     """
-    where, prep = ("", "")
-    if zone is not None and side is not None:
-        where, prep = _zone_phrase(rng, side, zone, concise)
-    key = label if variant is None else f"{label}/{variant}"
+    where, prep, adjective = ("", "", "")
+    if site is not None and side is not None:
+        where, prep, adjective = _zone_phrase(rng, side, site, concise)
+    key = f"{label}/{pattern}" if f"{label}/{pattern}" in _TEMPLATES else label
     options = [t for t, only in _TEMPLATES[key] if only is None or severity in only]
-    template = _pick(rng, tuple(options[:2] if concise else options))
-    text = template.format(sev=severity or "", adv=_ADVERB.get(severity or "", ""), side=side or "",
-                           where=where, prep=prep, size="small " if severity == "small" else "")
-    return _sentence(text)
+    words = {"sev": severity or "", "adv": _ADVERB.get(severity or "", ""), "side": side or "",
+             "where": where, "prep": prep, "adj": adjective, "size": "small " if severity == "small" else ""}
+    texts = [_sentence(t.format(**words)) for t in (options[:2] if concise else options)]
+    fitting = tuple(t for t in texts if len(t) <= _MAX_PHRASE_CHARS) or (min(texts, key=len),)
+    return _pick(rng, fitting)
 
 
 _NORMAL_SENTENCES = (
@@ -428,8 +509,8 @@ _NORMAL_SENTENCES = (
 _HEART_NORMAL = ("Heart size is normal.", "Normal heart size.", "The heart is normal in size.")
 #: Pertinent negatives: each names another class in its own short sentence.
 _NEGATIVES = {"Pneumothorax": "No pneumothorax.", "Pleural Effusion": "No pleural effusion."}
-#: Longest report in characters; keeps every report well inside a 32-token text encoder.
-_MAX_REPORT_CHARS = 66
+#: Longest report in characters; keeps every report inside a 32-token text encoder (tested).
+_MAX_REPORT_CHARS = 80
 
 
 def _compose_report(rng: np.random.Generator, findings: tuple[FindingSpec, ...]) -> str:
@@ -479,76 +560,234 @@ def _block_composition(seed: int, split: str, block: int) -> tuple[tuple[str, ..
     return tuple(slots[i] for i in rng.permutation(len(slots)))
 
 
-def _draw_finding(rng: np.random.Generator, a: Anatomy, label: str, side_index: int,
-                  concise: bool = False) -> FindingSpec:
-    side = SIDES[side_index]
-    geometry: dict[str, float] = {}
-    anatomy_change: dict[str, float] = {}
+@dataclass
+class _Draft:
+    """What a class's draw function decides about a finding: where (side, zone, and the site the
+    report names), how severe, its drawing pattern, geometry and anatomy changes."""
+
+    side: str | None
     zone: str | None = None
+    site: str | None = None
     severity: str | None = None
-    variant: str | None = None
-    if label == "Cardiomegaly":
-        geometry["ctr"] = _u(rng, 0.54, 0.66)
-        severity = "mild" if geometry["ctr"] < 0.58 else ("moderate" if geometry["ctr"] < 0.62 else "marked")
-        side = None
-    elif label == "Pleural Effusion":
-        severity = _pick(rng, SEVERITIES[label])
-        level = {"small": (0.80, 0.86), "moderate": (0.62, 0.72), "large": (0.40, 0.52)}[severity]
-        geometry.update(level=_u(rng, *level), meniscus=_u(rng, 0.04, 0.08), fade=_u(rng, 0.015, 0.03),
-                        strength=_u(rng, 0.85, 0.95))
-    elif label == "Pneumothorax":
-        severity = _pick_weighted(rng, SEVERITIES[label], (0.45, 0.35, 0.2))
-        # Pleural air separates the lung from the apex by ``depth`` and from the lateral wall by a rim
-        # that thins to nothing at ``extent`` of the lung height.
+    pattern: str = ""
+    geometry: dict[str, float] = field(default_factory=dict)
+    anatomy: dict[str, float] = field(default_factory=dict)
+
+
+#: Sites of the focal airspace findings and their weights, per lung (right, left); the lingula and the
+#: lower lobe behind the heart are left-sided. A site's zone is its own name or ``_SITE_ZONES``'.
+_SITE_WEIGHTS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
+    "Consolidation": ({"upper": 0.3, "middle": 0.3, "lower": 0.4},
+                      {"upper": 0.25, "middle": 0.15, "lower": 0.3, "lingula": 0.15, "retrocardiac": 0.15}),
+    "Pneumonia": ({"upper": 0.15, "middle": 0.3, "lower": 0.55},
+                  {"upper": 0.15, "middle": 0.1, "lower": 0.45, "lingula": 0.15, "retrocardiac": 0.15}),
+    "Lung Opacity": ({"upper": 0.35, "middle": 0.3, "lower": 0.35},
+                     {"upper": 0.3, "middle": 0.2, "lower": 0.25, "lingula": 0.1, "retrocardiac": 0.15}),
+}
+_SITE_ZONES = {"lingula": "middle", "retrocardiac": "lower"}
+#: Drawing patterns of a class and how often each is drawn.
+PATTERNS: dict[str, dict[str, float]] = {
+    "Atelectasis": {"plate": 0.6, "lower lobe": 0.3, "upper lobe": 0.1},
+    "Pneumothorax": {"apical": 0.45, "lateral": 0.2, "basilar": 0.35},
+    "Pleural Effusion": {"basal": 0.5, "bilateral": 0.15, "loculated": 0.25, "fissural": 0.1},
+    "Edema": {"perihilar": 0.35, "bibasilar": 0.5, "diffuse": 0.15},
+    "Lung Opacity": {"rounded": 0.5, "hazy": 0.5},
+}
+
+
+def _pick_pattern(rng: np.random.Generator, label: str, allowed: Collection[str] | None) -> str:
+    weights = {k: w for k, w in PATTERNS[label].items() if allowed is None or k in allowed}
+    if not weights:
+        raise DataError(f"{label} patterns must be among {tuple(PATTERNS[label])}, "
+                        f"but got {tuple(allowed or ())}")
+    return _pick_weighted(rng, tuple(weights), tuple(weights.values()))
+
+
+def _pick_site(rng: np.random.Generator, draft: _Draft, label: str, side_index: int) -> str:
+    weights = _SITE_WEIGHTS[label][side_index]
+    draft.site = _pick_weighted(rng, tuple(weights), tuple(weights.values()))
+    draft.zone = _SITE_ZONES.get(draft.site, draft.site)
+    return draft.site
+
+
+def _site_point(a: Anatomy, side: int, site: str, rng: np.random.Generator, margin: float
+                ) -> tuple[float, float]:
+    """A point (distance from the midline, y) in ``site``: a zone (``_sample_point``), the lingula
+    (left mid to lower zone against the heart border) or the left lower lobe behind the heart."""
+    if site in ZONES:
+        return _sample_point(a, side, site, rng, margin)
+    y = _zone_y(a, side, _u(rng, 0.5, 0.68) if site == "lingula" else _u(rng, 0.68, 0.84))
+    medial = float(_mediastinal_border(a, side, np.array([y]))[0])
+    heart = float(_heart_borders(a, a.heart_ctr, np.array([y]))[1][0])
+    if site == "lingula":
+        d = max(heart, medial) + 0.6 * margin + _u(rng, 0.0, 0.03)
+    else:
+        d = medial + (max(heart, medial + 0.02) - medial) * _u(rng, 0.3, 0.7)
+    return d, min(y, float(_dome_y(a, side, d)) - 0.5 * margin)
+
+
+def _draft_cardiomegaly(rng: np.random.Generator, a: Anatomy, side_index: int, draft: _Draft,
+                        allowed: Collection[str] | None) -> None:
+    ctr = draft.geometry["ctr"] = _u(rng, 0.54, 0.66)
+    draft.severity = "mild" if ctr < 0.58 else ("moderate" if ctr < 0.62 else "marked")
+    draft.side = None
+
+
+def _draft_effusion(rng: np.random.Generator, a: Anatomy, side_index: int, draft: _Draft,
+                    allowed: Collection[str] | None) -> None:
+    g = draft.geometry
+    if side_index == 1:  # the minor fissure is in the right lung
+        allowed = [p for p in (allowed or PATTERNS["Pleural Effusion"]) if p != "fissural"]
+    draft.pattern = _pick_pattern(rng, "Pleural Effusion", allowed)
+    if draft.pattern == "fissural":  # a lens of fluid in the minor fissure (a "pseudotumour")
+        g.update(t=_u(rng, 0.38, 0.5), d=_u(rng, 0.12, 0.2), half_width=_u(rng, 0.05, 0.09),
+                 half_height=_u(rng, 0.02, 0.035), strength=_u(rng, 0.8, 0.9))
+        return
+    if draft.pattern == "loculated":  # lenticular fluid along the lateral chest wall
+        g.update(centre=_u(rng, 0.25, 0.75), half=_u(rng, 0.06, 0.11), thickness=_u(rng, 0.035, 0.06),
+                 strength=_u(rng, 0.8, 0.9))
+        return
+    levels = {"small": (0.78, 0.86), "moderate": (0.58, 0.72), "large": (0.32, 0.5)}
+    if draft.pattern == "bilateral":
+        draft.severity, draft.side = _pick(rng, ("small", "moderate")), "bilateral"
+        g.update(level_right=_u(rng, *levels[draft.severity]), level_left=_u(rng, *levels[draft.severity]))
+    else:
+        draft.severity = _pick(rng, SEVERITIES["Pleural Effusion"])
+        g["level"] = _u(rng, *levels[draft.severity])
+    g.update(meniscus=_u(rng, 0.04, 0.14), fade=_u(rng, 0.015, 0.03), strength=_u(rng, 0.85, 0.95))
+
+
+def _draft_pneumothorax(rng: np.random.Generator, a: Anatomy, side_index: int, draft: _Draft,
+                        allowed: Collection[str] | None) -> None:
+    """Pleural air separates the lung from the chest wall by a rim whose depth peaks at ``centre`` (a
+    fraction of the lung's height) and falls to nothing ``half`` away; apical air also caps the apex
+    (``top_gap``), basilar air also lifts the lung off the lateral dome (``base_gap``, a deep sulcus)."""
+    g = draft.geometry
+    draft.pattern = _pick_pattern(rng, "Pneumothorax", allowed)
+    if draft.pattern == "apical":
+        draft.severity = _pick_weighted(rng, SEVERITIES["Pneumothorax"], (0.45, 0.35, 0.2))
         depth, extent = {"small": ((0.045, 0.06), (0.3, 0.45)), "moderate": ((0.065, 0.085), (0.6, 0.8)),
-                         "large": ((0.09, 0.12), (1.0, 1.3))}[severity]
-        geometry.update(depth=_u(rng, *depth), extent=_u(rng, *extent), strength=_u(rng, 0.85, 0.95))
-    elif label == "Consolidation":
-        zone = _pick(rng, ZONES)
-        bounds = {"upper": ((0.0, 0.12), (0.36, 0.46)), "middle": ((0.34, 0.42), (0.6, 0.68)),
-                  "lower": ((0.58, 0.68), (1.0, 1.0))}[zone]
-        geometry.update(top=_u(rng, *bounds[0]), bottom=_u(rng, *bounds[1]), tilt=_u(rng, -0.15, 0.15),
-                        strength=_u(rng, 0.75, 0.88))
-    elif label == "Pneumonia":
-        zone = _pick(rng, ZONES)
-        # An ill-defined cloud broken up into patches: an elliptical envelope times thresholded noise.
-        d, y = _sample_point(a, side_index, zone, rng, margin=0.08)
-        geometry.update(d=d, y=y, rx=_u(rng, 0.10, 0.15), ry=_u(rng, 0.09, 0.14), patchiness=_u(rng, 0.3, 0.6),
-                        strength=_u(rng, 0.6, 0.75))
-    elif label == "Atelectasis":
-        zone = "lower"
-        if rng.random() < 0.5:  # plate-like (subsegmental): a thin, near horizontal band
-            d, y = _sample_point(a, side_index, zone, rng, margin=0.06)
-            geometry.update(d=d, y=y, length=_u(rng, 0.12, 0.2), thickness=_u(rng, 0.009, 0.015),
-                            angle=_u(rng, -0.25, 0.25), strength=_u(rng, 0.75, 0.9))
-        else:  # lobar: a dense wedge along the medial base with volume loss (the dome rises)
-            variant = "lobar"
-            geometry.update(lobar=1.0, top=_u(rng, 0.45, 0.6), width=_u(rng, 0.1, 0.16),
-                            strength=_u(rng, 0.6, 0.8))
-            lift_key = "dome_lift_right" if side_index == 0 else "dome_lift_left"
-            anatomy_change[lift_key] = _u(rng, 0.02, 0.04)
-    elif label == "Edema":
-        severity = _pick(rng, SEVERITIES[label])
-        strength = (0.35, 0.45) if severity == "mild" else (0.5, 0.62)
-        geometry.update(rx=_u(rng, 0.13, 0.17), ry=_u(rng, 0.15, 0.2), strength=_u(rng, *strength),
-                        septal_lines=_u(rng, 0.5, 1.0), line_phase=_u(rng, 0.0, 1.0))
-        side = "bilateral"
-    elif label == "Lung Opacity":
-        zone = _pick(rng, ZONES)
-        if rng.random() < 0.5:  # rounded, nodular
-            radius = _u(rng, 0.035, 0.06)
-            severity = "small" if radius < 0.042 else None
-            d, y = _sample_point(a, side_index, zone, rng, margin=radius + 0.01)
-            geometry.update(d=d, y=y, radius=radius, strength=_u(rng, 0.6, 0.75))
-        else:  # hazy, ill-defined
-            variant = "hazy"
-            rx, ry = _u(rng, 0.07, 0.1), _u(rng, 0.08, 0.12)
-            d, y = _sample_point(a, side_index, zone, rng, margin=0.07)
-            geometry.update(d=d, y=y, rx=rx, ry=ry, hazy=1.0, strength=_u(rng, 0.45, 0.6))
+                         "large": ((0.09, 0.12), (1.0, 1.3))}[draft.severity]
+        g.update(depth=_u(rng, *depth), centre=0.0, half=_u(rng, *extent))
+        g["top_gap"] = g["depth"]
+        draft.zone = "upper" if draft.severity != "large" else None
+    else:
+        draft.severity = _pick_weighted(rng, ("small", "moderate"), (0.6, 0.4))
+        depth = (0.04, 0.055) if draft.severity == "small" else (0.055, 0.075)
+        g["depth"] = _u(rng, *depth)
+        if draft.pattern == "lateral":
+            g.update(centre=_u(rng, 0.3, 0.7), half=_u(rng, 0.2, 0.35))
+            draft.zone = "middle"
+        else:
+            g.update(centre=1.0, half=_u(rng, 0.3, 0.5), base_gap=g["depth"] * _u(rng, 0.7, 1.0))
+            draft.zone = "lower"
+    g["strength"] = _u(rng, 0.85, 0.95)
+
+
+def _draft_consolidation(rng: np.random.Generator, a: Anatomy, side_index: int, draft: _Draft,
+                         allowed: Collection[str] | None) -> None:
+    """A lobe or segment between ``top`` and ``bottom`` (fractions of the lung's height); the lingula
+    and the lower lobe behind the heart reach only ``reach`` beyond the left heart border."""
+    site = _pick_site(rng, draft, "Consolidation", side_index)
+    bounds = {"upper": ((0.0, 0.12), (0.36, 0.46)), "middle": ((0.34, 0.42), (0.6, 0.68)),
+              "lower": ((0.58, 0.68), (1.0, 1.0)), "lingula": ((0.42, 0.5), (0.7, 0.8)),
+              "retrocardiac": ((0.58, 0.66), (1.0, 1.0))}[site]
+    g = draft.geometry
+    g.update(top=_u(rng, *bounds[0]), bottom=_u(rng, *bounds[1]), tilt=_u(rng, -0.15, 0.15),
+             strength=_u(rng, 0.75, 0.88))
+    if site == "lingula":
+        g["reach"] = _u(rng, 0.07, 0.12)
+    elif site == "retrocardiac":
+        g.update(reach=_u(rng, -0.01, 0.03), behind_heart=1.0)
+
+
+def _draft_pneumonia(rng: np.random.Generator, a: Anatomy, side_index: int, draft: _Draft,
+                     allowed: Collection[str] | None) -> None:
+    """An ill-defined cloud broken up into patches: an elliptical envelope times thresholded noise."""
+    site = _pick_site(rng, draft, "Pneumonia", side_index)
+    d, y = _site_point(a, side_index, site, rng, margin=0.08)
+    draft.geometry.update(d=d, y=y, rx=_u(rng, 0.1, 0.24), ry=_u(rng, 0.1, 0.24),
+                          patchiness=_u(rng, 0.3, 0.6), strength=_u(rng, 0.6, 0.75),
+                          behind_heart=float(site == "retrocardiac"))
+
+
+def _draft_atelectasis(rng: np.random.Generator, a: Anatomy, side_index: int, draft: _Draft,
+                       allowed: Collection[str] | None) -> None:
+    g = draft.geometry
+    draft.pattern = _pick_pattern(rng, "Atelectasis", allowed)
+    if draft.pattern == "plate":  # plate-like (subsegmental): a thin, near horizontal band in any zone
+        draft.zone = draft.site = _pick_weighted(rng, ZONES, (0.1, 0.2, 0.7))
+        d, y = _sample_point(a, side_index, draft.zone, rng, margin=0.06)
+        g.update(d=d, y=y, length=_u(rng, 0.12, 0.22), thickness=_u(rng, 0.009, 0.016),
+                 angle=_u(rng, -0.3, 0.3), strength=_u(rng, 0.75, 0.9))
+    elif draft.pattern == "lower lobe":  # a dense wedge along the medial base; the dome rises
+        draft.zone = "lower"
+        g.update(lobar=1.0, top=_u(rng, 0.45, 0.6), width=_u(rng, 0.1, 0.16), strength=_u(rng, 0.6, 0.8))
+        draft.anatomy["dome_lift_right" if side_index == 0 else "dome_lift_left"] = _u(rng, 0.02, 0.04)
+    else:  # a collapsed upper lobe: a dense wedge along the upper mediastinum, widest at the apex
+        draft.zone = "upper"
+        g.update(upper_lobe=1.0, bottom=_u(rng, 0.32, 0.45), width=_u(rng, 0.08, 0.13),
+                 strength=_u(rng, 0.6, 0.8))
+
+
+def _draft_edema(rng: np.random.Generator, a: Anatomy, side_index: int, draft: _Draft,
+                 allowed: Collection[str] | None) -> None:
+    """A haze centred ``d`` from the midline at ``t`` of each lung's height, with septal lines."""
+    draft.pattern = _pick_pattern(rng, "Edema", allowed)
+    draft.severity = _pick(rng, SEVERITIES["Edema"])
+    draft.side = "bilateral"
+    strength = (0.35, 0.45) if draft.severity == "mild" else (0.5, 0.62)
+    hilum_t = (a.hilum_y + 0.02 - a.apex_y) / (a.costophrenic_y - a.apex_y)
+    shapes = {"perihilar": (a.hilum_offset + 0.03, hilum_t, (0.1, 0.17), (0.11, 0.2)),
+              "bibasilar": (_u(rng, 0.15, 0.24), _u(rng, 0.75, 0.9), (0.1, 0.17), (0.09, 0.15)),
+              "diffuse": (_u(rng, 0.17, 0.21), _u(rng, 0.45, 0.55), (0.22, 0.28), (0.32, 0.4))}
+    d, t, rx, ry = shapes[draft.pattern]
+    draft.geometry.update(d=d, t=t, rx=_u(rng, *rx), ry=_u(rng, *ry), strength=_u(rng, *strength),
+                          septal_lines=_u(rng, 0.5, 1.0), line_phase=_u(rng, 0.0, 1.0))
+
+
+def _draft_lung_opacity(rng: np.random.Generator, a: Anatomy, side_index: int, draft: _Draft,
+                        allowed: Collection[str] | None) -> None:
+    draft.pattern = _pick_pattern(rng, "Lung Opacity", allowed)
+    site = _pick_site(rng, draft, "Lung Opacity", side_index)
+    behind = float(site == "retrocardiac")
+    if draft.pattern == "rounded":  # well-defined, nodular
+        radius = _u(rng, 0.025, 0.08)
+        draft.severity = "small" if radius < 0.04 else None
+        d, y = _site_point(a, side_index, site, rng, margin=radius + 0.01)
+        draft.geometry.update(d=d, y=y, radius=radius, strength=_u(rng, 0.6, 0.75), behind_heart=behind)
+    else:  # hazy, ill-defined
+        rx, ry = _u(rng, 0.06, 0.2), _u(rng, 0.06, 0.2)
+        d, y = _site_point(a, side_index, site, rng, margin=0.07)
+        draft.geometry.update(d=d, y=y, rx=rx, ry=ry, hazy=1.0, strength=_u(rng, 0.45, 0.6),
+                              behind_heart=behind)
+
+
+_DRAFTS: dict[str, Callable[..., None]] = {
+    "Cardiomegaly": _draft_cardiomegaly, "Pleural Effusion": _draft_effusion,
+    "Pneumothorax": _draft_pneumothorax, "Consolidation": _draft_consolidation, "Pneumonia": _draft_pneumonia,
+    "Atelectasis": _draft_atelectasis, "Edema": _draft_edema, "Lung Opacity": _draft_lung_opacity,
+}
+
+
+def _draw_finding(rng: np.random.Generator, a: Anatomy, label: str, side_index: int,
+                  concise: bool = False, patterns: Collection[str] | None = None) -> FindingSpec:
+    """Draw one finding of ``label`` in lung ``side_index`` (bilateral patterns use both lungs).
+
+    ``patterns`` restricts the drawing patterns of a class with several (``PATTERNS``; None: all).
+    """
+    if label not in _DRAFTS:
+        raise DataError(f"finding label must be one of {FINDING_CLASSES}, but got {label!r}")
+    draft = _Draft(side=SIDES[side_index])
+    _DRAFTS[label](rng, a, side_index, draft, patterns)
     texture_seed = int(rng.integers(2**31))
-    phrase_side = side if side in SIDES else None
-    phrase = _finding_phrase(rng, label, phrase_side, zone, severity, concise, variant=variant)
-    return FindingSpec(label, side, zone, severity, geometry, texture_seed, phrase, anatomy_change)
+    phrase_side = draft.side if draft.side in SIDES else None
+    site = draft.site or draft.zone
+    if label in ("Pleural Effusion", "Pneumothorax", "Atelectasis") and draft.pattern != "plate":
+        site = None  # the pattern's templates say where
+    phrase = _finding_phrase(rng, label, phrase_side, site, draft.severity, concise, draft.pattern)
+    return FindingSpec(label, draft.side, draft.zone, draft.severity, draft.geometry, texture_seed, phrase,
+                       draft.anatomy, draft.pattern)
 
 
 #: Support devices and how often a study has each (independently); reports name the line and the tube.
@@ -739,17 +978,12 @@ def _canvas(a: Anatomy, res: int, ctr: np.ndarray, tex: dict[str, np.ndarray]) -
     edge = 1.0 / res
     d = np.abs(u - a.cx)
     heart = _heart_mask(a, ctr, u, v, edge)
-    # Each lung lies in its own half of the image (the midline moves by at most 0.025, the lungs stay
-    # 0.05 or more from it), so each is computed on that half only.
-    half = res // 2
-    halves = (slice(0, half), slice(half, res))
-    fields = [_lung_fields(a, s, u[..., halves[s]], v, edge) for s in _PATIENT_SIDES]
-    lung = np.concatenate([fields[s][0] * (1.0 - heart[..., halves[s]]) for s in _PATIENT_SIDES], axis=2)
-    depth = np.concatenate([fields[s][1] for s in _PATIENT_SIDES], axis=2)
+    # Each lung is computed over the whole width (its mask is 0 beyond the midline).
+    fields = [_lung_fields(a, s, u, v, edge) for s in _PATIENT_SIDES]
+    shapes = [fields[s][0] for s in _PATIENT_SIDES]
+    lung = (shapes[0] + shapes[1]) * (1.0 - heart)
+    depth = np.where(u < a.cx, fields[0][1], fields[1][1])
     air = a.air_density * lung * (0.78 + 0.22 * depth)
-    zeros = [np.zeros_like(fields[1 - s][0]) for s in _PATIENT_SIDES]
-    shapes = [np.concatenate([fields[0][0], zeros[0]], axis=2),
-              np.concatenate([zeros[1], fields[1][0]], axis=2)]
     # Vessels radiate from the hila, branch (a second, finer set further out) and fade to the periphery.
     dd, dv = d - a.hilum_offset, v - a.hilum_y
     r = np.sqrt(dd * dd + dv * dv)
@@ -800,7 +1034,9 @@ def _soft_tissue_and_core(a: Anatomy, c: _Canvas, tex: dict[str, np.ndarray]) ->
     # The superior mediastinum is less dense than the heart; the lower abdomen holds some bowel gas.
     abdomen = _rise(v - a.costophrenic_y - 0.03, 0.15)
     core = core * (1.0 - 0.3 * _rise(a.hilum_y - v, 0.2) - abdomen * (0.12 + 0.06 * tex["abdomen"]))
-    above_dome = _ramp(np.where(c.left_half, _dome_y(a, 0, c.d), _dome_y(a, 1, c.d)) + 0.01 - v, e)
+    # (A lifted dome, ``dome_lift``, moves neither the heart's floor nor the gastric bubble.)
+    resting = [_dome_y(a, s, c.d) + a.dome_lift[s] for s in _PATIENT_SIDES]
+    above_dome = _ramp(np.where(c.left_half, resting[0], resting[1]) + 0.01 - v, e)
     attenuation = attenuation + a.core_density * core + 0.08 * c.heart * above_dome
     return attenuation - c.air + c.markings
 
@@ -808,13 +1044,16 @@ def _soft_tissue_and_core(a: Anatomy, c: _Canvas, tex: dict[str, np.ndarray]) ->
 def _bones(a: Anatomy, c: _Canvas) -> np.ndarray:
     """Attenuation of spine, posterior and anterior ribs, clavicles; minus trachea and gastric air."""
     u, v, d, e = c.u, c.v, c.d, c.edge
-    dist = np.abs(u - a.cx)
     top = a.apex_y
-    # Spine with darker disc spaces, and the air column of the trachea down to the carina.
+    # Spine with darker disc spaces, and the air column of the trachea down to the carina; both shift
+    # with ``rotation``, and ``scoliosis`` bows the spine (most at mid height).
+    height = np.clip((v - top) * (1.0 / (a.costophrenic_y - top)), 0.0, 1.0)
+    axis = a.cx + a.rotation
+    dist = np.abs(u - axis - a.scoliosis * (4.0 * height * (1.0 - height)))
     disc = np.abs(((v - top) / 0.042) % 1.0 - 0.5)
     spine_col = 1.0 - 0.4 * _ramp(0.1 - disc, 0.08)
     bones = 0.4 * _ramp(0.033 - dist, 2 * e) * spine_col
-    trachea = _ramp(0.014 - np.abs(u - a.cx - 0.004), 2 * e) * _ramp(top + a.carina_drop - v, 0.02)
+    trachea = _ramp(0.014 - np.abs(u - axis - 0.004), 2 * e) * _ramp(top + a.carina_drop - v, 0.02)
     bones = bones - 0.45 * trachea
     # Posterior ribs: arcs rising from the spine, curving down to the lateral wall; lower ribs wider apart.
     tw_row = np.where(c.left_half, a.thorax[0], a.thorax[1])
@@ -843,7 +1082,7 @@ def _bones(a: Anatomy, c: _Canvas) -> np.ndarray:
     bones = bones + 0.42 * clavicle
     # Gas in the stomach under the left dome (in about two thirds of patients).
     gd = 0.45 * a.thorax[1]
-    gx, gy = a.cx + gd, _dome_y(a, 1, gd) + 0.05
+    gx, gy = a.cx + gd, _dome_y(a, 1, gd) + a.dome_lift[1] + 0.05
     q = ((u - gx) * (1.0 / 0.055)) ** 2 + ((v - gy) * (1.0 / 0.03)) ** 2
     under_dome = _rise(v - _dome_y(a, 1, u - a.cx) - 0.012, 0.01)
     bubble = 0.9 * np.maximum(a.gastric_bubble - 0.3, 0.0)
@@ -865,25 +1104,170 @@ def _box_from_weight(weight: np.ndarray, factor: int, fallback: tuple[float, flo
 
 
 def _pneumothorax(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[np.ndarray, np.ndarray]:
-    """Attenuation change (negative) and footprint weight of a pneumothorax."""
+    """Attenuation change (negative) and footprint weight of a pneumothorax (``_draft_pneumothorax``)."""
     g = spec.geometry
     side = SIDES.index(spec.side)
     u, v, e = c.u, c.v, c.edge
     ds = _side_rows(a, u, side)
     top, height = a.apex[side], a.costophrenic[side] - a.apex[side]
     medial, lateral = _lung_extent(a, side, v)
-    rim = g["depth"] * np.clip(1.0 - (v - top) / (g["extent"] * height), 0.0, 1.0)
-    wall, apex = _ramp(lateral - rim - ds, e), _ramp(v - top - g["depth"], e)
-    base = _ramp(ds - medial, e) * _ramp(_dome_y(a, side, ds) - v, e) * (1.0 - c.heart)
+    t = (v - top) * (1.0 / height)
+    rim = g["depth"] * np.clip(1.0 - np.abs(t - g["centre"]) * (1.0 / g["half"]), 0.0, 1.0)
+    top_gap = g.get("top_gap", 0.0)
+    tw = a.thorax[side]
+    base_gap = g.get("base_gap", 0.0) * np.clip((ds - 0.45 * tw) * (1.0 / (0.55 * tw)), 0.0, 1.0)
+    wall, apex = _ramp(lateral - rim - ds, e), _ramp(v - top - top_gap, e)
+    floor = _ramp(_dome_y(a, side, ds) - base_gap - v, e)
+    inner = _ramp(ds - medial, e) * (1.0 - c.heart)
     lung = c.lung_shape[side] * (1.0 - c.heart)
-    gap = np.maximum(lung - wall * apex * base, 0.0)
-    # The visceral pleural line: the edges of the collapsed lung that lie inside the thorax.
-    tent_wall, tent_apex = 1.0 - np.abs(2.0 * wall - 1.0), 1.0 - np.abs(2.0 * apex - 1.0)
-    tent_wall = tent_wall * _rise(rim - e, e)  # no line where the lung still touches the wall
-    line = np.minimum(tent_wall * apex + tent_apex * wall, 1.0) * base * np.clip(2.0 * lung - 1.0, 0.0, 1.0)
+    gap = np.maximum(lung - wall * apex * floor * inner, 0.0)
+    # The visceral pleural line: the edges of the collapsed lung that lie inside the thorax (none where
+    # the lung still touches the wall, the apex or the dome).
+    tent = lambda x: 1.0 - np.abs(2.0 * x - 1.0)  # noqa: E731
+    line = tent(wall) * _rise(rim - e, e) * apex * floor
+    if top_gap > 0.0:
+        line = line + tent(apex) * wall * floor
+    if g.get("base_gap", 0.0) > 0.0:
+        line = line + tent(floor) * _rise(base_gap - e, e) * wall * apex
+    line = np.minimum(line, 1.0) * inner * np.clip(2.0 * lung - 1.0, 0.0, 1.0)
     weight = g["strength"] * gap
     change = -weight * (c.markings + 0.15 * a.air_density) + 0.35 * line
     return change, np.maximum(weight, line)
+
+
+def _lung_of(spec: FindingSpec, a: Anatomy, c: _Canvas, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where a finding of lung ``side`` can be drawn, and the air it replaces there. Findings behind the
+    heart (``behind_heart``) fill the lung under the cardiac shadow too, which holds less air in view."""
+    if not spec.geometry.get("behind_heart"):
+        return c.lung, c.air
+    shape = c.lung_shape[side]
+    return shape, c.air + 0.7 * a.air_density * shape * c.heart
+
+
+def _effusion(spec: FindingSpec, a: Anatomy, c: _Canvas) -> list[np.ndarray]:
+    """Fluid fraction of each box: basal fluid under a meniscus rising laterally (per side when
+    bilateral), or a lenticular loculated collection along the lateral chest wall or in the minor fissure."""
+    g = spec.geometry
+    v = c.v
+    if spec.pattern == "fissural":
+        ds = _side_rows(a, c.u, 0)
+        dv = v - _zone_y(a, 0, g["t"])
+        q = ((ds - g["d"]) * (1.0 / g["half_width"])) ** 2 + (dv * (1.0 / g["half_height"])) ** 2
+        return [g["strength"] * _ramp(1.0 - q, 0.3) * c.lung]
+    if spec.pattern == "loculated":
+        side = SIDES.index(spec.side)
+        ds = _side_rows(a, c.u, side)
+        centre = _zone_y(a, side, g["centre"])
+        lens = np.sqrt(np.maximum(1.0 - ((v - centre) * (1.0 / g["half"])) ** 2, 0.0))
+        lateral = _lung_extent(a, side, v)[1]
+        fluid = _ramp(ds - lateral + g["thickness"] * lens, 1.5 * c.edge) * (lens > 0)
+        return [g["strength"] * fluid * c.lung_shape[side] * (1.0 - c.heart)]
+    sides = _PATIENT_SIDES if spec.side == "bilateral" else (SIDES.index(spec.side),)
+    weights = []
+    for side in sides:
+        ds = _side_rows(a, c.u, side)
+        level = _zone_y(a, side, g["level"] if "level" in g else g[f"level_{SIDES[side]}"])
+        tw = a.thorax[side]
+        rise_to_wall = np.clip((tw - ds) / (tw - a.mediastinum_halfwidth), 0.0, 1.0)
+        fluid = _rise(v - level - g["meniscus"] * rise_to_wall * rise_to_wall, g["fade"])
+        weights.append(g["strength"] * fluid * c.lung_shape[side] * (1.0 - c.heart))
+    return weights
+
+
+def _consolidation(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Dense lobar or segmental opacity with an irregular fissural border and air bronchograms."""
+    g = spec.geometry
+    side = SIDES.index(spec.side)
+    u, v = c.u, c.v
+    rng = np.random.default_rng(spec.texture_seed)
+    ds = _side_rows(a, u, side)
+    top, bottom = _zone_y(a, side, g["top"]), _zone_y(a, side, g["bottom"])
+    tw = a.thorax[side]
+    border = 0.02 * _smooth_noise(rng, c.res, 6) + g["tilt"] * (ds - 0.5 * tw)
+    region = _ramp(v - top - border, 0.025) * _ramp(bottom - v + border, 0.012)
+    if g["bottom"] >= 1.0:  # lower lobe: the dome and the costophrenic angle stay visible
+        region = region * _ramp(_dome_y(a, side, ds) - 0.015 - v, 0.01) * _ramp(0.9 * tw - ds, 0.03)
+    if "reach" in g:  # the lingula / the lower lobe behind the heart: medial, up to the heart border
+        heart = _heart_borders(a, a.heart_ctr, v)[1]
+        region = region * _ramp(np.maximum(heart, _mediastinal_border(a, side, v)) + g["reach"] - ds, 0.03)
+    region = region * (ds > 0)
+    lung, air = _lung_of(spec, a, c, side)
+    weight = g["strength"] * region * lung
+    # Air bronchograms: dark tubes radiating from the hilum through the airless lobe.
+    dd, dv = ds - a.hilum_offset, v - a.hilum_y
+    r = np.sqrt(dd * dd + dv * dv)
+    theta = _f64(np.arctan2, dv, dd)
+    wiggle = 0.25 * _smooth_noise(rng, c.res, 5)
+    tubes = _rise(_wave(10.0 * theta + wiggle) - 0.7, 0.3)
+    forks = _rise(_wave(20.0 * theta + 2.0 * wiggle + 1.0) - 0.75, 0.25) * _rise(r - 0.14, 0.04)
+    bronchi = np.maximum(tubes, forks) * _rise(r - 0.04, 0.04)
+    return weight * (air + 0.1 - 0.55 * bronchi), [weight]
+
+
+def _collapse(spec: FindingSpec, a: Anatomy, c: _Canvas) -> list[np.ndarray]:
+    """A collapsed lobe: a dense wedge along the mediastinum, widening down to the (lifted) dome for a
+    lower lobe (behind the heart on the left: a retrocardiac opacity), up to the apex for an upper lobe."""
+    g = spec.geometry
+    side = SIDES.index(spec.side)
+    v = c.v
+    ds = _side_rows(a, c.u, side)
+    border = _mediastinal_border(a, side, v)
+    if g.get("upper_lobe"):
+        top, bottom = a.apex[side], _zone_y(a, side, g["bottom"])
+        shrink = np.clip((v - top) * (1.0 / (bottom - top)), 0.0, 1.0)
+        wedge = _ramp(bottom - v, 0.02) * _ramp(border + g["width"] * (1.0 - shrink * shrink) - ds, 0.025)
+    else:
+        top = _zone_y(a, side, g["top"])
+        grow = np.clip((v - top) * (1.0 / max(a.costophrenic[side] - top, 1e-3)), 0.0, 1.0)
+        wedge = _ramp(v - top, 0.03) * _ramp(border + g["width"] * grow - ds, 0.03)
+    return [g["strength"] * wedge * (ds > 0) * c.lung_shape[side]]
+
+
+def _edema(spec: FindingSpec, a: Anatomy, c: _Canvas) -> list[np.ndarray]:
+    """Mottled haze per lung (perihilar, bibasilar or diffuse) with interstitial (Kerley B) lines: short
+    horizontal septal lines at the lateral lung bases. One weight per lung."""
+    g = spec.geometry
+    u, v = c.u, c.v
+    rng = np.random.default_rng(spec.texture_seed)
+    mottle = np.clip(0.65 + 0.35 * _smooth_noise(rng, c.res, 30), 0.0, 1.0)
+    weights = []
+    for sd in _PATIENT_SIDES:
+        dsd = _side_rows(a, u, sd)
+        q = ((dsd - g["d"]) * (1.0 / g["rx"])) ** 2 + ((v - _zone_y(a, sd, g["t"])) * (1.0 / g["ry"])) ** 2
+        haze = g["strength"] * np.sqrt(_biweight(q)) * mottle
+        lateral = _lung_extent(a, sd, v)[1]
+        septa = _rise(_wave((2.0 * np.pi / 0.03) * v + 2.0 * np.pi * g["line_phase"]) - 0.6, 0.3)
+        septa = septa * _rise(_smooth_noise(rng, c.res, 12), 0.8)  # lines come and go
+        near_wall = _ramp(0.03 - (lateral - dsd), 0.015) * _rise(v - _zone_y(a, sd, 0.6), 0.08)
+        lines = 0.3 * g["septal_lines"] * septa * near_wall
+        weights.append(np.maximum(haze, lines) * c.lung * (dsd > 0))
+    return weights
+
+
+def _focal(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[list[np.ndarray], np.ndarray, float]:
+    """Weights, replaced air and extra density of the point-like findings: a plate-like band, a
+    patchy pneumonia cloud, a hazy or a rounded opacity."""
+    g = spec.geometry
+    side = SIDES.index(spec.side)
+    u, v, e = c.u, c.v, c.edge
+    x = _x_of(a, side, g["d"])
+    lung, air = _lung_of(spec, a, c, side)
+    if spec.label == "Atelectasis":
+        cos_, sin_ = np.cos(g["angle"]), np.sin(g["angle"])
+        along = (u - x) * cos_ + (v - g["y"]) * sin_
+        across = (v - g["y"]) * cos_ - (u - x) * sin_
+        taper = np.maximum(1.0 - (along * (2.0 / g["length"])) ** 2, 0.0)
+        return [g["strength"] * _ramp(g["thickness"] - np.abs(across), e) * taper * lung], air, 0.15
+    if spec.label == "Lung Opacity" and not g.get("hazy"):
+        dist = np.sqrt((u - x) ** 2 + (v - g["y"]) ** 2)
+        rad = g["radius"]
+        return [g["strength"] * _ramp(rad - dist, 0.35 * rad) * lung], air, 0.1
+    cloud = np.sqrt(_biweight(((u - x) * (1.0 / g["rx"])) ** 2 + ((v - g["y"]) * (1.0 / g["ry"])) ** 2))
+    if spec.label == "Pneumonia":
+        rng = np.random.default_rng(spec.texture_seed)
+        patches = _rise(_smooth_noise(rng, c.res, 20) + g["patchiness"], 1.2)
+        return [g["strength"] * cloud * (0.4 + 0.6 * patches) * lung], air, 0.0
+    return [g["strength"] * cloud * lung], air, 0.05
 
 
 def _opacity(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -891,114 +1275,149 @@ def _opacity(spec: FindingSpec, a: Anatomy, c: _Canvas) -> tuple[np.ndarray, lis
 
     The weight is the fraction of the local air replaced by fluid or tissue (times the lung mask).
     """
-    u, v, e = c.u, c.v, c.edge
-    rng = np.random.default_rng(spec.texture_seed)
-    g = spec.geometry
-    side = SIDES.index(spec.side) if spec.side in SIDES else 0
-    ds = _side_rows(a, u, side)
-    label = spec.label
-    extra = 0.0
+    label, air, extra = spec.label, c.air, 0.0
     if label == "Pleural Effusion":
-        tw = a.thorax[side]
-        level = _zone_y(a, side, g["level"])
-        rise_to_wall = np.clip((tw - ds) / (tw - a.mediastinum_halfwidth), 0.0, 1.0)
-        fluid = _rise(v - level - g["meniscus"] * rise_to_wall * rise_to_wall, g["fade"])
-        weights = [g["strength"] * fluid * c.lung_shape[side] * (1.0 - c.heart)]
-        extra = 0.25
+        weights, extra = _effusion(spec, a, c), 0.25
     elif label == "Consolidation":
-        top, bottom = _zone_y(a, side, g["top"]), _zone_y(a, side, g["bottom"])
-        tw = a.thorax[side]
-        border = 0.02 * _smooth_noise(rng, c.res, 6) + g["tilt"] * (ds - 0.5 * tw)
-        region = _ramp(v - top - border, 0.025) * _ramp(bottom - v + border, 0.012)
-        if g["bottom"] >= 1.0:  # lower lobe: the dome and the costophrenic angle stay visible
-            region = region * _ramp(_dome_y(a, side, ds) - 0.015 - v, 0.01) * _ramp(0.9 * tw - ds, 0.03)
-        region = region * (ds > 0)
-        weight = g["strength"] * region * c.lung
-        # Air bronchograms: dark tubes radiating from the hilum through the airless lobe.
-        dd, dv = ds - a.hilum_offset, v - a.hilum_y
-        r = np.sqrt(dd * dd + dv * dv)
-        theta = _f64(np.arctan2, dv, dd)
-        wiggle = 0.25 * _smooth_noise(rng, c.res, 5)
-        tubes = _rise(_wave(10.0 * theta + wiggle) - 0.7, 0.3)
-        forks = _rise(_wave(20.0 * theta + 2.0 * wiggle + 1.0) - 0.75, 0.25) * _rise(r - 0.14, 0.04)
-        bronchi = np.maximum(tubes, forks) * _rise(r - 0.04, 0.04)
-        return weight * (c.air + 0.1 - 0.55 * bronchi), [weight]
-    elif label == "Pneumonia":
-        x = _x_of(a, side, g["d"])
-        cloud = np.sqrt(_biweight(((u - x) * (1.0 / g["rx"])) ** 2 + ((v - g["y"]) * (1.0 / g["ry"])) ** 2))
-        patches = _rise(_smooth_noise(rng, c.res, 20) + g["patchiness"], 1.2)
-        weights = [g["strength"] * cloud * (0.4 + 0.6 * patches) * c.lung]
-    elif label == "Atelectasis" and g.get("lobar"):
-        # A collapsed lower lobe: a wedge along the mediastinum widening to the (lifted) dome, dense
-        # even behind the heart, where it shows as a retrocardiac opacity.
-        top = _zone_y(a, side, g["top"])
-        border = _mediastinal_border(a, side, v)
-        grow = np.clip((v - top) * (1.0 / max(a.costophrenic[side] - top, 1e-3)), 0.0, 1.0)
-        wedge = _ramp(v - top, 0.03) * _ramp(border + g["width"] * grow - ds, 0.03) * (ds > 0)
-        weight = g["strength"] * wedge * c.lung_shape[side]
-        return weight * (0.8 * a.air_density + 0.3), [weight]
-    elif label == "Atelectasis":
-        x = _x_of(a, side, g["d"])
-        cos_, sin_ = np.cos(g["angle"]), np.sin(g["angle"])
-        along = (u - x) * cos_ + (v - g["y"]) * sin_
-        across = (v - g["y"]) * cos_ - (u - x) * sin_
-        taper = np.maximum(1.0 - (along * (2.0 / g["length"])) ** 2, 0.0)
-        weights = [g["strength"] * _ramp(g["thickness"] - np.abs(across), e) * taper * c.lung]
-        extra = 0.15
+        return _consolidation(spec, a, c)
+    elif label == "Atelectasis" and spec.pattern in ("lower lobe", "upper lobe"):
+        weights = _collapse(spec, a, c)
+        return weights[0] * (0.8 * a.air_density + 0.3), weights
     elif label == "Edema":
-        mottle = np.clip(0.65 + 0.35 * _smooth_noise(rng, c.res, 30), 0.0, 1.0)
-        weights = []
-        for sd in _PATIENT_SIDES:
-            dsd = _side_rows(a, u, sd)
-            q = ((dsd - a.hilum_offset - 0.03) * (1.0 / g["rx"])) ** 2 + (
-                (v - a.hilum_y - 0.02) * (1.0 / g["ry"])) ** 2
-            haze = g["strength"] * np.sqrt(_biweight(q)) * mottle
-            # Interstitial (Kerley B) lines: short horizontal septal lines at the lateral lung base.
-            lateral = _lung_extent(a, sd, v)[1]
-            septa = _rise(_wave((2.0 * np.pi / 0.03) * v + 2.0 * np.pi * g["line_phase"]) - 0.6, 0.3)
-            septa = septa * _rise(_smooth_noise(rng, c.res, 12), 0.8)  # lines come and go
-            near_wall = _ramp(0.03 - (lateral - dsd), 0.015) * _rise(v - _zone_y(a, sd, 0.6), 0.08)
-            lines = 0.3 * g["septal_lines"] * septa * near_wall
-            weights.append(np.maximum(haze, lines) * c.lung * (dsd > 0))
-    elif label == "Lung Opacity" and g.get("hazy"):
-        x = _x_of(a, side, g["d"])
-        cloud = np.sqrt(_biweight(((u - x) * (1.0 / g["rx"])) ** 2 + ((v - g["y"]) * (1.0 / g["ry"])) ** 2))
-        weights = [g["strength"] * cloud * c.lung]
-        extra = 0.05
-    elif label == "Lung Opacity":
-        x = _x_of(a, side, g["d"])
-        dist = np.sqrt((u - x) ** 2 + (v - g["y"]) ** 2)
-        rad = g["radius"]
-        weights = [g["strength"] * _ramp(rad - dist, 0.35 * rad) * c.lung]
-        extra = 0.1
+        weights = _edema(spec, a, c)
+    elif label in ("Atelectasis", "Pneumonia", "Lung Opacity"):
+        weights, air, extra = _focal(spec, a, c)
     else:  # pragma: no cover - every drawable label is handled above
         raise DataError(f"finding label must be one of {FINDING_CLASSES}, but got {label!r}")
     total = weights[0] if len(weights) == 1 else weights[0] + weights[1]
-    return total * (c.air + extra), weights
+    return total * (air + extra), weights
+
+
+def _tube(c: _Canvas, start: tuple[float, float], tip: tuple[float, float], half_width: float) -> np.ndarray:
+    """A line from ``start`` curving down to ``tip`` (x quadratic in y, vertical at the tip), 0..1."""
+    u, v, e = c.u, c.v, c.edge
+    (x0, y0), (xt, yt) = start, tip
+    t = np.clip((v - y0) * (1.0 / (yt - y0)), 0.0, 1.0)
+    x = xt + (x0 - xt) * (1.0 - t) ** 2
+    slope = -2.0 * (x0 - xt) * (1.0 - t) * (1.0 / (yt - y0))
+    dist = np.abs(u - x) / np.sqrt(1.0 + slope * slope)
+    return _ramp(half_width - dist, e) * _ramp(v - y0, e) * _ramp(yt - v, e)
+
+
+def _disc(c: _Canvas, x: float, y: float, rx: float, ry: float) -> np.ndarray:
+    """A filled ellipse with a one-pixel soft edge, 0..1."""
+    q = np.sqrt(((c.u - x) * (1.0 / rx)) ** 2 + ((c.v - y) * (1.0 / ry)) ** 2)
+    return _ramp(1.0 - q, c.edge / min(rx, ry))
+
+
+def _ecg_leads(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    out = np.zeros((c.res, c.res), dtype=np.float32)
+    for i in range(int(g["count"])):
+        dist = np.sqrt((c.u - g[f"x{i}"]) ** 2 + (c.v - g[f"y{i}"]) ** 2)
+        out = out + 0.5 * _ramp(0.014 - dist, c.edge) + 0.4 * _ramp(0.005 - dist, c.edge)
+    return out
+
+
+def _central_line(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    """From the right internal jugular / subclavian region down to the superior vena cava."""
+    return 0.45 * _tube(c, (a.cx - g["entry_d"], g["entry_y"]), (a.cx - 0.03, g["tip_y"]), 0.004)
+
+
+def _endotracheal_tube(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    """Two walls along the trachea ending above the carina."""
+    walls = _ramp(0.003 - np.abs(np.abs(c.u - a.cx - a.rotation - 0.004) - 0.008), c.edge)
+    return 0.3 * walls * _ramp(g["tip_y"] - c.v, c.edge)
+
+
+def _pacemaker(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    """A generator over the upper chest (``x``, ``y``) with leads to the right atrium and ventricle."""
+    can = _disc(c, g["x"], g["y"], 0.035, 0.025)
+    atrium = _tube(c, (g["x"], g["y"]), (a.cx - 0.035, a.hilum_y + g["atrial_drop"]), 0.003)
+    ventricle = _tube(c, (g["x"], g["y"]), (a.cx + g["ventricle_d"], a.hilum_y + g["ventricle_drop"]), 0.003)
+    return 0.9 * can + 0.5 * np.maximum(atrium, ventricle)
+
+
+def _port(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    """A chest port: a round reservoir with a brighter rim and a catheter to the superior vena cava."""
+    rim = _disc(c, g["x"], g["y"], g["radius"], g["radius"])
+    chamber = _disc(c, g["x"], g["y"], 0.6 * g["radius"], 0.6 * g["radius"])
+    catheter = _tube(c, (g["x"], g["y"]), (a.cx - 0.03, g["tip_y"]), 0.003)
+    return 0.8 * rim - 0.3 * chamber + 0.35 * catheter
+
+
+def _sternotomy(g: dict[str, float], a: Anatomy, c: _Canvas) -> np.ndarray:
+    """Median sternotomy wires: small twisted loops in a column over the sternum."""
+    out = np.zeros((c.res, c.res), dtype=np.float32)
+    count = int(g["count"])
+    for i in range(count):
+        y = g["top"] + (g["bottom"] - g["top"]) * i / (count - 1)
+        x = a.cx + g["offset"] + 0.004 * (i % 2)
+        q = np.sqrt(((c.u - x) * (1.0 / 0.018)) ** 2 + ((c.v - y) * (1.0 / 0.008)) ** 2)
+        loop = _ramp(0.35 - np.abs(q - 1.0), 2.5 * c.edge / 0.018)
+        twist = _ramp(0.003 - np.abs(c.u - x), c.edge) * _ramp(0.013 - np.abs(c.v - y + 0.009), c.edge)
+        out = out + np.maximum(loop, twist)
+    return 1.6 * out
+
+
+#: Device kind -> its drawing (attenuation of metal and radio-opaque plastic, so bright).
+_DEVICE_DRAWINGS: dict[str, Callable[[dict[str, float], Anatomy, _Canvas], np.ndarray]] = {
+    "ecg_leads": _ecg_leads, "central_line": _central_line, "endotracheal_tube": _endotracheal_tube,
+    "pacemaker": _pacemaker, "port": _port, "sternotomy": _sternotomy,
+}
 
 
 def _device(device: DeviceSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
-    """Attenuation of one support device (metal and radio-opaque plastic are bright)."""
-    u, v, e = c.u, c.v, c.edge
-    g = device.geometry
-    if device.kind == "ecg_leads":
-        out = np.zeros((c.res, c.res), dtype=np.float32)
-        for i in range(int(g["count"])):
-            dist = np.sqrt((u - g[f"x{i}"]) ** 2 + (v - g[f"y{i}"]) ** 2)
-            out = out + 0.5 * _ramp(0.014 - dist, e) + 0.4 * _ramp(0.005 - dist, e)
-        return out
-    if device.kind == "central_line":
-        # From the right internal jugular / subclavian region down to the superior vena cava.
-        x0, y0 = a.cx - g["entry_d"], g["entry_y"]
-        xt, yt = a.cx - 0.03, g["tip_y"]
-        t = np.clip((v - y0) * (1.0 / (yt - y0)), 0.0, 1.0)
-        x = xt + (x0 - xt) * (1.0 - t) ** 2
-        slope = -2.0 * (x0 - xt) * (1.0 - t) * (1.0 / (yt - y0))
-        dist = np.abs(u - x) / np.sqrt(1.0 + slope * slope)
-        return 0.45 * _ramp(0.004 - dist, e) * _ramp(v - y0, e) * _ramp(yt - v, e)
-    # Endotracheal tube: two walls along the trachea ending above the carina.
-    walls = _ramp(0.003 - np.abs(np.abs(u - a.cx - 0.004) - 0.008), e)
-    return 0.3 * walls * _ramp(g["tip_y"] - v, e)
+    """Attenuation of one support device."""
+    return _DEVICE_DRAWINGS[device.kind](device.geometry, a, c)
+
+
+def _granuloma(lesion: LesionSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
+    """A calcified granuloma: a tiny, very dense, sharply marginated dot."""
+    g = lesion.geometry
+    x = _x_of(a, SIDES.index(lesion.side), g["d"])
+    return 0.9 * _disc(c, x, g["y"], g["radius"], g["radius"])
+
+
+def _bulla(lesion: LesionSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
+    """A bulla: a round lucency without vessel markings inside a thin bright wall."""
+    g = lesion.geometry
+    x = _x_of(a, SIDES.index(lesion.side), g["d"])
+    dist = np.sqrt((c.u - x) ** 2 + (c.v - g["y"]) ** 2)
+    inside = _ramp(g["radius"] - dist, c.edge)
+    wall = _ramp(0.0035 - np.abs(dist - g["radius"]), c.edge)
+    return -inside * (c.markings + 0.12 * a.air_density * c.lung) + 0.3 * wall * c.lung
+
+
+def _scarring(lesion: LesionSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
+    """Apical scarring: a few thin strands fanning down from each apex named (``sides``)."""
+    g = lesion.geometry
+    out = np.zeros((c.res, c.res), dtype=np.float32)
+    for side in (_PATIENT_SIDES if lesion.side == "bilateral" else (SIDES.index(lesion.side),)):
+        ds = _side_rows(a, c.u, side)
+        x0, y0 = a.apex_offset[side] + 0.01, a.apex[side] + 0.015
+        for k in range(int(g["count"])):
+            angle = g["spread"] * (k / max(g["count"] - 1.0, 1.0) - 0.5) + g["tilt"]
+            along = (ds - x0) * np.sin(angle) + (c.v - y0) * np.cos(angle)
+            across = (ds - x0) * np.cos(angle) - (c.v - y0) * np.sin(angle)
+            strand = _ramp(0.0035 - np.abs(across), c.edge) * _ramp(along, c.edge)
+            strand = strand * _ramp(g["length"] - along, 0.02)
+            out = np.maximum(out, strand * c.lung_shape[side])
+    return 0.4 * out
+
+
+def _rib_fracture(lesion: LesionSpec, a: Anatomy, c: _Canvas) -> np.ndarray:
+    """A healed rib fracture: a fusiform callus on a rib at the lateral chest wall."""
+    g = lesion.geometry
+    side = SIDES.index(lesion.side)
+    lateral = float(_lung_extent(a, side, np.array([g["y"]]))[1][0])
+    x = _x_of(a, side, lateral - g["inset"])
+    return 0.3 * _disc(c, x, g["y"], 0.016, 0.009)
+
+
+#: Incidental lesion kind (synthcxr-base) -> its drawing.
+_LESION_DRAWINGS: dict[str, Callable[[LesionSpec, Anatomy, _Canvas], np.ndarray]] = {
+    "granuloma": _granuloma, "bulla": _bulla, "scarring": _scarring, "rib_fracture": _rib_fracture,
+}
 
 
 def _draw_findings(spec: StudySpec, drawn: list[FindingSpec], c: _Canvas, attenuation: np.ndarray,
@@ -1071,8 +1490,12 @@ def render_studies(specs: list[StudySpec], size: int, labels: Collection[str] | 
              for b, (s, fs) in enumerate(zip(specs, drawn))]
     attenuation = attenuation + _bones(a, c)
     for b, s in enumerate(specs):
-        for device in s.devices:
-            attenuation[b] += _device(device, anatomies[b], _study_canvas(c, b))
+        if s.devices or s.lesions:
+            study = _study_canvas(c, b)
+            for device in s.devices:
+                attenuation[b] += _device(device, anatomies[b], study)
+            for lesion in s.lesions:
+                attenuation[b] += _LESION_DRAWINGS[lesion.kind](lesion, anatomies[b], study)
     image = 1.0 - np.exp(-a.exposure * np.maximum(attenuation, 0.0).astype(np.float64))
     image = np.clip((image - a.black) * (1.0 / (a.white - a.black)), 0.0, 1.0) ** a.gamma
     if factor == 2:
@@ -1109,7 +1532,7 @@ def check_dataset_sizes(owner: str, n_train: object, n_test: object, image_size:
 
 
 class SynthCXR:
-    """SynthCXR v2: rendered PA chest radiographs, reports and boxes, deterministic from ``seed``.
+    """SynthCXR v3: rendered PA chest radiographs, reports and boxes, deterministic from ``seed``.
 
     Args:
         n_train: number of training studies.
@@ -1129,7 +1552,7 @@ class SynthCXR:
     """
 
     name = "synthcxr"
-    version = "2"
+    version = "3"
 
     def __init__(self, n_train: int, n_test: int, image_size: int = 64, seed: int = 0,
                  support_devices: bool = True) -> None:
@@ -1198,5 +1621,5 @@ class SynthCXR:
         return digest.hexdigest()
 
 
-__all__ = ["SynthCXR", "StudySpec", "FindingSpec", "DeviceSpec", "DEVICE_KINDS", "Anatomy", "render_study", "render_studies", "study_spec",
-           "SPLITS", "ZONES", "SIDES", "SEVERITIES"]
+__all__ = ["SynthCXR", "StudySpec", "FindingSpec", "DeviceSpec", "DEVICE_KINDS", "PATTERNS", "Anatomy",
+           "render_study", "render_studies", "study_spec", "SPLITS", "ZONES", "SIDES", "SEVERITIES"]
