@@ -1,4 +1,4 @@
-"""Built-in models (the box-prior and nearest-report baselines), datasets and feature extractors, registered
+"""Built-in models (the box-prior, nearest-report and real-images baselines), datasets and feature extractors, registered
 through the same hooks as any plugin."""
 
 from __future__ import annotations
@@ -60,9 +60,11 @@ def _xrv() -> Any:
 def cxrbench_register_models(register: Callable[[type], None]) -> None:
     from cxrbench.box_prior import BoxPriorModel
     from cxrbench.nearest_report import NearestReportModel
+    from cxrbench.real_images import RealImagesModel
 
     register(BoxPriorModel)
     register(NearestReportModel)
+    register(RealImagesModel)
 
 
 @hookimpl
