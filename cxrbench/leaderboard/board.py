@@ -82,6 +82,8 @@ class Entry:
     joint_score: float | None = None
     #: Position on the track (ties share a rank); None when the entry lacks either axis (listed last).
     rank: int | None = None
+    #: The file each seed's record was read from (``_path``), in seed order; None where unknown.
+    paths: tuple[str | None, ...] = ()
 
     @property
     def n_seeds(self) -> int:
@@ -322,6 +324,7 @@ def _entry(track: str, model: str, runs: list[dict[str, Any]]) -> Entry:
         capabilities=tuple(sorted({str(c) for p in plugins for c in (p.get("capabilities") or [])})),
         configs=tuple(sorted({_canonical_json(p.get("config") or {}) for p in plugins})),
         metrics=metrics,
+        paths=tuple(record.get("_path") for record in runs),
     )
 
 

@@ -279,16 +279,16 @@ class LabelPlacer:
             self.discs.append(point)
             self.axes.plot(*([v] for v in xy), marker="o", markersize=2 * DISC_HALF_PT - 1.0, linestyle="none",
                            color=self.colors[entry.model], markeredgecolor="white", markeredgewidth=1.0,
-                           zorder=8, gid="letter-disc")
+                           zorder=8, label="_letter-disc")
             self.axes.annotate(label.text, xy, ha="center", va="center", fontsize=DISC_FONT_PT, color="white",
-                               fontweight="bold", parse_math=False, zorder=9, gid="disc-letter")
+                               fontweight="bold", parse_math=False, zorder=9, label="_disc-letter")
             return
         self.labels.append(label.box)
         pad = self._pad(label.coded)
         self.axes.annotate(
             label.text, xy, xytext=(label.box.x0 + pad * self.font_pt - point[0], label.box.y0 + pad * self.font_pt - point[1]),
             textcoords="offset points", ha="left", va="bottom", fontsize=self.font_pt,
-            fontweight=self._weight(label.coded), parse_math=False, zorder=7, gid="point-label",
+            fontweight=self._weight(label.coded), parse_math=False, zorder=7, label="_point-label",
             bbox={"boxstyle": f"round,pad={pad}", "facecolor": "white", "edgecolor": "none", "alpha": 0.9},
         )
         if label.leader is not None:
@@ -296,4 +296,4 @@ class LabelPlacer:
             inverse = self.axes.transData.inverted()
             ends = [inverse.transform((x / self._scale, y / self._scale)) for x, y in label.leader]
             self.axes.plot([ends[0][0], ends[1][0]], [ends[0][1], ends[1][1]], color=LEADER_COLOR,
-                           linewidth=0.7, zorder=6, gid="leader")
+                           linewidth=0.7, zorder=6, label="_leader")

@@ -272,7 +272,7 @@ def _reference_lines(axes, track: TrackBoard, key: PanelKey, obstacles: list[Rec
             key.add(f"{text}, {_side(axes, value, axis)}", Line2D([], [], **style))
             continue
         line = axes.axhline(value, zorder=1, **style) if axis == "y" else axes.axvline(value, zorder=1, **style)
-        line.set_label(text)
+        line.set_label("_reference")
         key.add(text, Line2D([], [], **style))
         obstacles.append(_line_rect(axes, axis, value))
 
@@ -306,7 +306,7 @@ def _draw_entry(axes, entry: Entry) -> list[Rect]:
         if summary.ci_low is not None and summary.ci_high is not None:
             rects += _draw_interval(axes, axis, fid.mean, auc.mean, summary.ci_low, summary.ci_high, color)
     axes.plot([fid.mean], [auc.mean], marker="o", markersize=MARKER_PT, color=color, linestyle="none",
-              zorder=5, markeredgecolor="white", markeredgewidth=0.8, gid="point")
+              zorder=5, markeredgecolor="white", markeredgewidth=0.8, label="_point")
     return rects
 
 
@@ -318,7 +318,8 @@ def _draw_interval(axes, axis: str, x: float, y: float, low: float, high: float,
     if start > stop:
         return []
     xs, ys = ([start, stop], [y, y]) if axis == "x" else ([x, x], [start, stop])
-    axes.plot(xs, ys, color=color, alpha=INTERVAL_ALPHA, linewidth=1.2, solid_capstyle="butt", zorder=2)
+    axes.plot(xs, ys, color=color, alpha=INTERVAL_ALPHA, linewidth=1.2, solid_capstyle="butt", zorder=2,
+              label="_interval")
     (x0, y0), (x1, y1) = _to_points(axes, xs[0], ys[0]), _to_points(axes, xs[1], ys[1])
     rects = [Rect(min(x0, x1) - LINE_HALF_PT, min(y0, y1) - LINE_HALF_PT,
                   max(x0, x1) + LINE_HALF_PT, max(y0, y1) + LINE_HALF_PT)]
@@ -326,7 +327,8 @@ def _draw_interval(axes, axis: str, x: float, y: float, low: float, high: float,
         px, py = (end, y) if axis == "x" else (x, end)
         marker = _end_marker(axes, axis, end, clipped, x, y)
         axes.plot([px], [py], marker=marker, markersize=6.0 if clipped else 5.0, color=color,
-                  alpha=0.8 if clipped else INTERVAL_ALPHA, linestyle="none", zorder=2, clip_on=False)
+                  alpha=0.8 if clipped else INTERVAL_ALPHA, linestyle="none", zorder=2, clip_on=False,
+                  label="_interval-cut" if clipped else "_interval-cap")
         cx, cy = _to_points(axes, px, py)
         rects.append(Rect(cx - 3.5, cy - 3.5, cx + 3.5, cy + 3.5))
     return rects
@@ -359,7 +361,8 @@ def _draw_frontier(axes, entries: Sequence[Entry]) -> list[Rect]:
             ys.append(ys[-1])
         xs.append(x)
         ys.append(y)
-    axes.plot(xs, ys, color=FRONTIER_COLOR, linewidth=2.0, alpha=0.9, zorder=4, solid_joinstyle="miter")
+    axes.plot(xs, ys, color=FRONTIER_COLOR, linewidth=2.0, alpha=0.9, zorder=4, solid_joinstyle="miter",
+              label="_frontier")
     points = [_to_points(axes, x, y) for x, y in zip(xs, ys)]
     return [
         Rect(min(a[0], b[0]) - LINE_HALF_PT, min(a[1], b[1]) - LINE_HALF_PT,
