@@ -189,7 +189,9 @@ def test_seed_with_null_value_is_left_out_of_the_mean():
     ]
     auc = build_leaderboard(records).track("default").entries[0].metrics["loc_word_auc_roc"]
     assert auc.n_values == 2 and auc.mean == pytest.approx(0.8) and auc.note == "nan"
-    assert auc.ci_high - auc.mean == pytest.approx(T_975[1] * math.sqrt(0.02) / math.sqrt(2), abs=1e-5)
+    # mean +- t(0.975, 1) * sd / sqrt(2) = 0.8 +- 1.27 leaves [0, 1] on both sides: cut to the AUC-ROC's range
+    assert T_975[1] * math.sqrt(0.02) / math.sqrt(2) > 0.8
+    assert (auc.ci_low, auc.ci_high, auc.cut) == (0.0, 1.0, True)
 
 
 def test_duplicate_seed_is_rejected():
@@ -224,7 +226,7 @@ def test_failed_runs_are_listed(records, rendered):
     ]
     readme = (rendered[0] / "README.md").read_text(encoding="utf-8")
     failed_section = readme.split("## Failed runs", 1)[1]
-    assert re.search(r"\| smoke\s+\| broken\s+\| 3\s+\| fit\s+\| PluginError: weights at", failed_section)
+    assert re.search(r"\| broken\s+\| smoke\s+\| 3\s+\| fit\s+\| PluginError: weights at", failed_section)
     assert "broken" not in readme.split("## Failed runs", 1)[0]  # a failed run is not an entry
 
 
@@ -360,7 +362,7 @@ def test_fidelity_only_baseline_shows_its_fid_and_no_localization(tmp_path):
     assert '<td class="num" data-sort="3" ' in html_row and '<span class="ci">[2.00, 4.00]</span>' in html_row
     svg = (tmp_path / "tradeoff.svg").read_text(encoding="utf-8")
     # FID 3 lies outside the models' range (10-20): the key says its value and where it lies
-    assert f"{NEAREST_LABEL}: FID 3.00, right of the frame" in svg and f"baseline: {BOX_PRIOR_LABEL}" in svg
+    assert f"{NEAREST_LABEL}: FID" in svg and "3.00, right of the frame" in svg and f"baseline: {BOX_PRIOR_LABEL}" in svg
     table = csv.DictReader(io.StringIO((tmp_path / "leaderboard.csv").read_text()))
     row = next(row for row in table if row["model"] == "nearest-report")
     assert row["baseline"] == NEAREST_LABEL and row["pareto_rank"] == ""

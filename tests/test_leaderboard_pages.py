@@ -72,12 +72,12 @@ def check_panel(figure, axes) -> dict[str, int]:
         assert not any(_hits(leader, box) for leader in leaders if not _touches(leader, box)), "crosses a leader"
         for x, y in discs:
             nearest = min(max(x, box.x0), box.x1), min(max(y, box.y0), box.y1)
-            assert np.hypot(x - nearest[0], y - nearest[1]) >= 6 * px, "a label covers a letter disc"
+            assert np.hypot(x - nearest[0], y - nearest[1]) >= 7.5 * px, "a label covers a letter disc"
     for leader in leaders:
         assert not any(MplPath(leader).intersects_path(MplPath(bar), filled=False) for bar in bars), \
             "a leader line crosses an interval"
     for i, (x, y) in enumerate(discs):
-        assert all(np.hypot(x - u, y - v) >= 12 * px for u, v in discs[i + 1:]), "letter discs overlap"
+        assert all(np.hypot(x - u, y - v) >= 15 * px for u, v in discs[i + 1:]), "letter discs overlap"
     return {"labels": len(labels), "discs": len(discs), "leaders": len(leaders), "points": len(points)}
 
 
@@ -88,7 +88,9 @@ def _touches(leader: np.ndarray, box) -> bool:
 
 
 def key_lines(figure) -> list[str]:
-    return [" ".join(text.get_text().split()) for legend in figure.legends for text in legend.get_texts()]
+    """The key's entries, each on one line again (a wrapped line continues indented)."""
+    texts = [text.get_text().replace("-\n    ", "-") for legend in figure.legends for text in legend.get_texts()]
+    return [" ".join(text.split()) for text in texts]
 
 
 def test_synthetic_twenty_entries_are_labelled_without_crossings_and_long_names_are_lettered():
@@ -124,11 +126,11 @@ def test_synthetic_twenty_axes_fit_the_means_and_cut_intervals_point_on():
     span = max(fids) - min(fids)
     assert left == pytest.approx(max(fids) + FRAME_PAD * span) and right == pytest.approx(min(fids) - FRAME_PAD * span)
     assert bottom == pytest.approx(min(aucs) - FRAME_PAD * (max(aucs) - min(aucs)))
-    leaving = sum((e.metrics["fid_domain"].ci_low < right) + (e.metrics["fid_domain"].ci_high > left)
-                  + (e.metrics["loc_word_auc_roc"].ci_low < bottom) + (e.metrics["loc_word_auc_roc"].ci_high > top)
+    leaving = sum(int(e.metrics["fid_domain"].ci_low < right) + int(e.metrics["fid_domain"].ci_high > left)
+                  + int(e.metrics["loc_word_auc_roc"].ci_low < bottom) + int(e.metrics["loc_word_auc_roc"].ci_high > top)
                   for e in entries)
     cut_marks = _lines(axes, "_interval-cut")
-    assert leaving > 10 and len(cut_marks) == leaving
+    assert leaving >= 5 and len(cut_marks) == leaving
     assert {line.get_marker() for line in cut_marks} <= {"<", ">", "^", "v"}
     [frontier] = _lines(axes, "_frontier")
     assert frontier.get_zorder() > max(line.get_zorder() for line in _lines(axes, "_interval"))
@@ -182,6 +184,7 @@ def test_pages_link_the_csv_every_result_file_the_report_and_the_docs(tmp_path):
     report = tmp_path / "docs" / "report-smoke"
     report.mkdir()
     (report / "report.json").write_text(json.dumps({"track": "smoke"}))
+    (report / "index.html").write_text("<!DOCTYPE html>\n")
     render_leaderboard(load_results_dir(results), tmp_path / "board", report_dirs=[report])
     page = (tmp_path / "board" / "index.html").read_text(encoding="utf-8")
     readme = (tmp_path / "board" / "README.md").read_text(encoding="utf-8")

@@ -57,7 +57,7 @@ code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.9e
 nav ul { list-style: none; padding: 0; margin: 0.4rem 0 1rem; display: flex; flex-wrap: wrap; gap: 0.3rem 1.2rem; }
 .muted { color: #57606a; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; margin: 1rem 0 0.5rem; }
-.plots figure { margin: 0; flex: 1 1 440px; max-width: 640px; }
+.plots figure { margin: 0; flex: 1 1 440px; max-width: 560px; }
 .plots svg { width: 100%; height: auto; display: block; }
 figcaption, .caption { color: #57606a; font-size: 0.9rem; }
 .table-wrap { overflow-x: auto; margin: 0.6rem 0; max-width: 100%; }

@@ -37,8 +37,8 @@ FAR_GAPS_PT: tuple[float, ...] = (8.0, 12.0, 17.0, 23.0, 30.0, 40.0, 52.0, 66.0,
 #: Half the size of a point's marker obstacle, in points (the marker is 7 pt across).
 MARKER_HALF_PT = 4.5
 #: Half the size of a letter disc, and its letter's size (points).
-DISC_HALF_PT = 6.0
-DISC_FONT_PT = 7.5
+DISC_HALF_PT = 7.5
+DISC_FONT_PT = 9.5
 #: Padding of a name's and of a letter's white box, in font sizes; room kept free around every obstacle.
 NAME_PAD, LETTER_PAD = 0.2, 0.08
 CLEARANCE_PT = 0.5

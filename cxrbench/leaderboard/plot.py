@@ -46,12 +46,12 @@ PLOT_RC: dict[str, object] = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans"],
-    "font.size": 11.0,
-    "axes.titlesize": 12.0,
-    "axes.labelsize": 11.0,
-    "xtick.labelsize": 10.0,
-    "ytick.labelsize": 10.0,
-    "legend.fontsize": 10.0,
+    "font.size": 13.0,
+    "axes.titlesize": 14.0,
+    "axes.labelsize": 13.0,
+    "xtick.labelsize": 12.0,
+    "ytick.labelsize": 12.0,
+    "legend.fontsize": 12.0,
     "figure.dpi": 100.0,
     "savefig.dpi": 100.0,
     "path.simplify": False,
@@ -61,14 +61,17 @@ PNG_METADATA = {"Software": None}
 #: Resolution of ``tradeoff.png`` (the SVG is vector; the PNG is what the markdown page shows).
 PNG_DPI = 150.0
 #: One panel, in inches: the axes box and the margins around it (fixed: no layout engine, so the label
-#: layout is computed on the final geometry). The key below the axes adds what it needs.
-AXES_WIDTH_IN, AXES_HEIGHT_IN = 3.75, 3.2
-MARGIN_LEFT_IN, MARGIN_RIGHT_IN, MARGIN_TOP_IN, AXIS_BELOW_IN, KEY_PAD_IN = 0.8, 0.2, 0.4, 0.62, 0.1
+#: layout is computed on the final geometry). The key below the axes adds what it needs. Fonts are large
+#: for the panel (13 pt on 5 inches) so that a phone, which shows a panel about 360 px wide, keeps them
+#: legible (about 10 px).
+AXES_WIDTH_IN, AXES_HEIGHT_IN = 3.85, 3.3
+MARGIN_LEFT_IN, MARGIN_RIGHT_IN, MARGIN_TOP_IN, AXIS_BELOW_IN, KEY_PAD_IN = 0.95, 0.2, 0.45, 0.72, 0.1
 PANEL_WIDTH_IN = MARGIN_LEFT_IN + AXES_WIDTH_IN + MARGIN_RIGHT_IN
 #: Share of the means' span added on each side of the frame.
 FRAME_PAD = 0.16
 LONG_NAME_CHARS = 24
-LABEL_FONT_PT = 10.0
+KEY_WRAP_CHARS = 40
+LABEL_FONT_PT = 12.0
 FRONTIER_COLOR = "#d62728"
 POINT_COLOR = "#1f77b4"
 DOMINATED_COLOR = "#6e6e6e"
@@ -163,7 +166,7 @@ def _axes_rect(index: int, width: float, height: float) -> tuple[float, float, f
 def _key_legend(figure: Figure, axes, key: PanelKey):
     if not key.labels:
         return None
-    wrapped = [_wrap(label, 46) for label in key.labels]
+    wrapped = [_wrap(label, KEY_WRAP_CHARS) for label in key.labels]
     return figure.legend(
         key.handles, wrapped, loc="upper left", bbox_to_anchor=(0, 0), bbox_transform=figure.dpi_scale_trans,
         ncols=1, frameon=False, handlelength=1.8, borderaxespad=0.0, borderpad=0.0, labelspacing=0.35,
@@ -251,7 +254,7 @@ def _style_key(key: PanelKey, entries: Sequence[Entry]) -> None:
     key.add("entry on the frontier", Line2D([], [], color=POINT_COLOR, marker="o", linestyle="none"))
     if any(entry.pareto_rank != 1 for entry in entries):
         key.add("dominated entry", Line2D([], [], color=DOMINATED_COLOR, marker="o", linestyle="none"))
-    key.add("95% interval (\u25b8 at the frame: it goes on)",
+    key.add("95% interval (\u25b8 = cut at the frame)",
             Line2D([], [], color=POINT_COLOR, alpha=INTERVAL_ALPHA, linewidth=1.2))
 
 
