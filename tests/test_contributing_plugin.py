@@ -78,7 +78,7 @@ def test_contributing_plugin_installs_runs_validates_and_makes_a_leaderboard(tmp
         (plugin / name).parent.mkdir(parents=True, exist_ok=True)
         (plugin / name).write_text(block(after, language))
     env = throwaway_environment(tmp_path / "venv")
-    commands = block("from the folder that holds `my-plugin/`:", "bash")
+    commands = block("folder that holds `my-plugin/`:", "bash")
     done = subprocess.run(["bash", "-euxo", "pipefail", "-c", commands], cwd=plugin.parent, env=env,
                           capture_output=True, text=True, timeout=900)
     log = done.stdout + done.stderr

@@ -108,7 +108,7 @@ def test_models_doc_shows_partial_encoder_whole():
 def test_models_doc_encoder_strategy_records_that_its_encoder_trains():
     code = _block((ROOT / "docs" / "models.md").read_text(), "## A new encoder strategy", "python")
     module = types.ModuleType("partly_frozen")
-    exec(compile(code, "docs/models.md:new-encoder-strategy", "exec"), module.__dict__)
+    exec(compile(code, "docs/models.md:new-encoder-strategy", "exec", dont_inherit=True), module.__dict__)
     assert module.PartlyFrozenModel().config()["train_text_encoder"] is True
     registry = registry_with(module.PartlyFrozenModel, name="partly_frozen")
     assert set(registry.model("partly-frozen-encoder").capabilities) == {"generate", "localize"}
