@@ -17,8 +17,14 @@ from typing import Any
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 )
 #: (name, viewport width, viewport height, is_mobile): a phone and a desktop.
 VIEWPORTS = (("390", 390, 844, True), ("1400", 1400, 900, False))
@@ -46,9 +52,15 @@ def chromium(width: int = 1400, height: int = 900, mobile: bool = False) -> Iter
         raise FileNotFoundError("no Chromium found: apt-get install chromium, or set CXRBENCH_CHROMIUM")
     with tempfile.TemporaryDirectory(prefix="cxrbench-chromium-") as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=executable, headless=True, args=list(CHROMIUM_FLAGS),
-            viewport={"width": width, "height": height}, device_scale_factor=1, is_mobile=mobile,
-            has_touch=mobile, offline=True,
+            profile,
+            executable_path=executable,
+            headless=True,
+            args=list(CHROMIUM_FLAGS),
+            viewport={"width": width, "height": height},
+            device_scale_factor=1,
+            is_mobile=mobile,
+            has_touch=mobile,
+            offline=True,
         )
         try:
             yield context

@@ -211,7 +211,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     leaderboard = Path(args.leaderboard) if args.leaderboard else None
     index = write_report([Path(p) for p in args.results], Path(args.out), on_skip=skipped, leaderboard_dir=leaderboard)
-    print(f"wrote {index} and one PNG per class beside it")
+    print(f"wrote {index} and one PNG per class and test image beside it")
     return 0
 
 

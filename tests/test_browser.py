@@ -56,7 +56,10 @@ def _records() -> list[dict]:
         baseline_record(auc=0.85),
         failed_record("broken", 3, "fit", f"cannot load {INJECTED}"),
     ]
-    records += [make_record("multi", seed, track="default", fid=12.0 + seed, auc=0.8 + 0.03 * seed) for seed in range(3)]
+    records += [
+        make_record("multi", seed, track="default", fid=12.0 + seed, auc=0.8 + 0.03 * seed)
+        for seed in range(3)
+    ]
     return records
 
 
@@ -67,22 +70,33 @@ def pages(tmp_path_factory) -> dict[str, Path]:
     results = tmp / "board" / "results"
     results.mkdir(parents=True)
     for i, record in enumerate(_records()):
-        (results / f"r{i:02d}__{record['track']['name']}__seed{record['seed']}.json").write_text(json.dumps(record))
+        (results / f"r{i:02d}__{record['track']['name']}__seed{record['seed']}.json").write_text(
+            json.dumps(record)
+        )
     registry = registry_with(DummyModel)
     smoke = get_track("smoke")
-    [outcome] = run_benchmark(["dummy"], smoke, [0], tmp / "runs", tmp / "work", registry=registry, show_progress=False)
+    [outcome] = run_benchmark(
+        ["dummy"], smoke, [0], tmp / "runs", tmp / "work", registry=registry, show_progress=False
+    )
     injected = json.loads(outcome.result_path.read_text())
     injected["plugin"]["model"] = INJECTED
     renamed = tmp / "runs" / "injected__smoke__seed0.json"
     renamed.write_text(json.dumps(injected))
     shutil.copy(maps_path_for(outcome.result_path), maps_path_for(renamed))
     report = tmp / "report"
-    write_report([outcome.result_path, renamed], report, test=load_track_data(smoke, registry).test,
-                 leaderboard_dir=tmp / "board")
+    write_report(
+        [outcome.result_path, renamed],
+        report,
+        test=load_track_data(smoke, registry).test,
+        leaderboard_dir=tmp / "board",
+    )
     render_leaderboard(load_results_dir(results), tmp / "board", report_dirs=[report])
-    return {"leaderboard": tmp / "board" / "index.html", "report": report / "index.html",
-            "committed leaderboard": ROOT / "leaderboard" / "index.html",
-            "committed report": ROOT / "docs" / "report-default" / "index.html"}
+    return {
+        "leaderboard": tmp / "board" / "index.html",
+        "report": report / "index.html",
+        "committed leaderboard": ROOT / "leaderboard" / "index.html",
+        "committed report": ROOT / "docs" / "report-default" / "index.html",
+    }
 
 
 READ_COLUMN = """([table, column]) => Array.from(table.tBodies[0].rows).map(row => {
@@ -100,7 +114,7 @@ def check_sorted(rows: list[list], descending: bool, numeric: bool, where: str) 
     """Present values in order (ties by original order), then missing ones (data-sort="") in original order."""
     present = [(raw, order) for raw, order in rows if raw != "" or not numeric]
     missing = [order for raw, order in rows if raw == "" and numeric]
-    assert [order for raw, order in rows[len(present):]] == missing and missing == sorted(missing), where
+    assert [order for raw, order in rows[len(present) :]] == missing and missing == sorted(missing), where
     for (a, oa), (b, ob) in zip(present, present[1:]):
         ka, kb = _key(a, numeric), _key(b, numeric)
         if ka == kb:
@@ -114,8 +128,11 @@ def click_every_header(page, name: str) -> int:
     for t, table in enumerate(page.query_selector_all("table.sortable")):
         headers = table.query_selector_all("thead th")
         for column, header in enumerate(headers):
-            numeric = page.evaluate("([t, c]) => Array.from(t.tBodies[0].rows).every(r => "
-                                    "r.cells[c].getAttribute('data-sort') !== null)", [table, column])
+            numeric = page.evaluate(
+                "([t, c]) => Array.from(t.tBodies[0].rows).every(r => "
+                "r.cells[c].getAttribute('data-sort') !== null)",
+                [table, column],
+            )
             for descending in (False, True):
                 header.click()
                 assert header.get_attribute("aria-sort") == ("descending" if descending else "ascending")
@@ -140,14 +157,19 @@ def test_pages_in_chromium(pages, viewport):
     with chromium(width, height, mobile) as context:
         page = context.new_page()
         problems: list[str] = []
-        page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+        page.on(
+            "console",
+            lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None,
+        )
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
         page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
         checks = 0
         for label, path in pages.items():
             page.goto(path.as_uri())
             page.wait_for_load_state("load")
-            assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{label} wider than {width} px"
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, (
+                f"{label} wider than {width} px"
+            )
             check_links(page, path)
             if not label.startswith("committed"):
                 assert INJECTED in page.inner_text("body"), label  # shown as text ...
@@ -172,12 +194,16 @@ def _check_sticky_first_column(page, label: str) -> None:
 
 
 def _check_panels(page, width: int, label: str) -> None:
-    boxes = page.eval_on_selector_all(".plots figure", "fs => fs.map(f => f.getBoundingClientRect().toJSON())")
+    boxes = page.eval_on_selector_all(
+        ".plots figure", "fs => fs.map(f => f.getBoundingClientRect().toJSON())"
+    )
     assert len(boxes) >= 2, label
     first, second = boxes[0], boxes[1]
     if width < 600:
         assert second["top"] >= first["bottom"] - 1, f"{label}: panels not stacked on a phone"
     else:
-        assert abs(second["top"] - first["top"]) < 2 and second["left"] >= first["right"], f"{label}: not side by side"
+        assert abs(second["top"] - first["top"]) < 2 and second["left"] >= first["right"], (
+            f"{label}: not side by side"
+        )
     for svg in page.query_selector_all(".plots svg"):
         assert svg.get_attribute("role") == "img" and svg.get_attribute("aria-labelledby")

@@ -48,15 +48,20 @@ def throwaway_environment(folder: Path) -> dict[str, str]:
     """A venv whose Python sees this interpreter's site folders, with `pip` and `cxrbench` on its PATH."""
     venv.EnvBuilder(with_pip=False, system_site_packages=False, symlinks=True).create(folder)
     python = folder / "bin" / "python"
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     parents = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()]
     parents += [p for p in site.getsitepackages() if p not in parents and Path(p).is_dir()]
     (Path(purelib) / "_parent_site.pth").write_text(
-        "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in parents) + "\n")
+        "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in parents) + "\n"
+    )
     shims = {
         "pip": f'if [ "$1" = install ]; then shift; exec "{python}" -m pip install --no-index --no-deps '
-               f'--no-build-isolation "$@"; fi\nexec "{python}" -m pip "$@"\n',
+        f'--no-build-isolation "$@"; fi\nexec "{python}" -m pip "$@"\n',
         "cxrbench": f'exec "{python}" -m cxrbench "$@"\n',
     }
     for name, body in shims.items():
@@ -64,8 +69,13 @@ def throwaway_environment(folder: Path) -> dict[str, str]:
         shim.write_text("#!/bin/sh\n" + body)
         shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV"))}
-    env.update(PATH=f"{folder / 'bin'}:{env.get('PATH', '')}", PIP_DISABLE_PIP_VERSION_CHECK="1",
-               PIP_NO_CACHE_DIR="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(
+        PATH=f"{folder / 'bin'}:{env.get('PATH', '')}",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_CACHE_DIR="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
     env.pop("CXRBENCH_LOAD_PLUGINS", None)  # every installed plugin, the new one included
     return env
 
@@ -79,8 +89,14 @@ def test_contributing_plugin_installs_runs_validates_and_makes_a_leaderboard(tmp
         (plugin / name).write_text(block(after, language))
     env = throwaway_environment(tmp_path / "venv")
     commands = block("folder that holds `my-plugin/`:", "bash")
-    done = subprocess.run(["bash", "-euxo", "pipefail", "-c", commands], cwd=plugin.parent, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        ["bash", "-euxo", "pipefail", "-c", commands],
+        cwd=plugin.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-6000:]
     assert "mean-image" in log  # `cxrbench list` shows it
@@ -93,5 +109,7 @@ def test_contributing_plugin_installs_runs_validates_and_makes_a_leaderboard(tmp
     assert "| mean-image" in readme and "cxrbench leaderboard --results results --out leaderboard" in readme
     assert "[0](../results/mean-image__smoke__seed0.json)" in readme
     # the plugin went into the throwaway environment only
-    assert "cxrbench-mean-image" not in subprocess.run([sys.executable, "-m", "pip", "list"], capture_output=True,
-                                                       text=True).stdout
+    assert (
+        "cxrbench-mean-image"
+        not in subprocess.run([sys.executable, "-m", "pip", "list"], capture_output=True, text=True).stdout
+    )

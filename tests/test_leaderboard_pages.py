@@ -58,38 +58,56 @@ def check_panel(figure, axes) -> dict[str, int]:
     renderer = figure.canvas.get_renderer()
     px = figure.dpi / 72.0
     frame = axes.get_window_extent(renderer)
-    labels = [t.get_bbox_patch().get_window_extent(renderer) for t in axes.texts if t.get_label() == "_point-label"]
-    points = [axes.transData.transform(np.column_stack(line.get_data()))[0] for line in _lines(axes, "_point")]
-    discs = [axes.transData.transform(np.column_stack(line.get_data()))[0] for line in _lines(axes, "_letter-disc")]
+    labels = [
+        t.get_bbox_patch().get_window_extent(renderer) for t in axes.texts if t.get_label() == "_point-label"
+    ]
+    points = [
+        axes.transData.transform(np.column_stack(line.get_data()))[0] for line in _lines(axes, "_point")
+    ]
+    discs = [
+        axes.transData.transform(np.column_stack(line.get_data()))[0] for line in _lines(axes, "_letter-disc")
+    ]
     bars = _segments(axes, "_interval") + _segments(axes, "_frontier")
     leaders = _segments(axes, "_leader")
     for i, box in enumerate(labels):
         assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-        assert not any(box.overlaps(other) for other in labels[i + 1:]), "labels overlap"
-        assert not any(box.x0 - 3.5 * px < x < box.x1 + 3.5 * px and box.y0 - 3.5 * px < y < box.y1 + 3.5 * px
-                       for x, y in points), "a label covers a point"
+        assert not any(box.overlaps(other) for other in labels[i + 1 :]), "labels overlap"
+        assert not any(
+            box.x0 - 3.5 * px < x < box.x1 + 3.5 * px and box.y0 - 3.5 * px < y < box.y1 + 3.5 * px
+            for x, y in points
+        ), "a label covers a point"
         assert not any(_hits(bar, box) for bar in bars), "a label crosses an interval or the frontier"
-        assert not any(_hits(leader, box) for leader in leaders if not _touches(leader, box)), "crosses a leader"
+        assert not any(_hits(leader, box) for leader in leaders if not _touches(leader, box)), (
+            "crosses a leader"
+        )
         for x, y in discs:
             nearest = min(max(x, box.x0), box.x1), min(max(y, box.y0), box.y1)
             assert np.hypot(x - nearest[0], y - nearest[1]) >= 7.5 * px, "a label covers a letter disc"
     for leader in leaders:
-        assert not any(MplPath(leader).intersects_path(MplPath(bar), filled=False) for bar in bars), \
+        assert not any(MplPath(leader).intersects_path(MplPath(bar), filled=False) for bar in bars), (
             "a leader line crosses an interval"
+        )
     for i, (x, y) in enumerate(discs):
-        assert all(np.hypot(x - u, y - v) >= 15 * px for u, v in discs[i + 1:]), "letter discs overlap"
+        assert all(np.hypot(x - u, y - v) >= 15 * px for u, v in discs[i + 1 :]), "letter discs overlap"
     return {"labels": len(labels), "discs": len(discs), "leaders": len(leaders), "points": len(points)}
 
 
 def _touches(leader: np.ndarray, box) -> bool:
     """A leader ends on its own label's corner."""
     end = leader[-1]
-    return abs(end[0] - box.x0) < 1 or abs(end[0] - box.x1) < 1 or abs(end[1] - box.y0) < 1 or abs(end[1] - box.y1) < 1
+    return (
+        abs(end[0] - box.x0) < 1
+        or abs(end[0] - box.x1) < 1
+        or abs(end[1] - box.y0) < 1
+        or abs(end[1] - box.y1) < 1
+    )
 
 
 def key_lines(figure) -> list[str]:
     """The key's entries, each on one line again (a wrapped line continues indented)."""
-    texts = [text.get_text().replace("-\n    ", "-") for legend in figure.legends for text in legend.get_texts()]
+    texts = [
+        text.get_text().replace("-\n    ", "-") for legend in figure.legends for text in legend.get_texts()
+    ]
     return [" ".join(text.split()) for text in texts]
 
 
@@ -124,11 +142,17 @@ def test_synthetic_twenty_axes_fit_the_means_and_cut_intervals_point_on():
     bottom, top = axes.get_ylim()
     assert left > right  # reversed
     span = max(fids) - min(fids)
-    assert left == pytest.approx(max(fids) + FRAME_PAD * span) and right == pytest.approx(min(fids) - FRAME_PAD * span)
+    assert left == pytest.approx(max(fids) + FRAME_PAD * span) and right == pytest.approx(
+        min(fids) - FRAME_PAD * span
+    )
     assert bottom == pytest.approx(min(aucs) - FRAME_PAD * (max(aucs) - min(aucs)))
-    leaving = sum(int(e.metrics["fid_domain"].ci_low < right) + int(e.metrics["fid_domain"].ci_high > left)
-                  + int(e.metrics["loc_word_auc_roc"].ci_low < bottom) + int(e.metrics["loc_word_auc_roc"].ci_high > top)
-                  for e in entries)
+    leaving = sum(
+        int(e.metrics["fid_domain"].ci_low < right)
+        + int(e.metrics["fid_domain"].ci_high > left)
+        + int(e.metrics["loc_word_auc_roc"].ci_low < bottom)
+        + int(e.metrics["loc_word_auc_roc"].ci_high > top)
+        for e in entries
+    )
     cut_marks = _lines(axes, "_interval-cut")
     assert leaving >= 5 and len(cut_marks) == leaving
     assert {line.get_marker() for line in cut_marks} <= {"<", ">", "^", "v"}
@@ -154,22 +178,28 @@ def test_committed_default_track_plot_reads_at_its_spread():
 
 def test_intervals_are_cut_at_the_metric_range():
     extra = {"loc_word_pointing_game": metric(0.0)}
-    records = [make_record("m", seed, track="default", fid=fid, auc=0.6,
-                           extra={"loc_word_pointing_game": metric(value)})
-               for seed, (fid, value) in enumerate([(3.0, 0.0), (1.0, 0.05), (2.0, 0.2)])]
+    records = [
+        make_record(
+            "m", seed, track="default", fid=fid, auc=0.6, extra={"loc_word_pointing_game": metric(value)}
+        )
+        for seed, (fid, value) in enumerate([(3.0, 0.0), (1.0, 0.05), (2.0, 0.2)])
+    ]
     records.append(make_record("one", track="default", fid=5.0, auc=0.7, extra=extra))
     entry = build_leaderboard(records).track("default").entries[0]
     pointing = entry.metrics["loc_word_pointing_game"]
     assert pointing.ci_low == 0.0 and pointing.cut and pointing.ci_high > pointing.mean
     fid = entry.metrics["fid_domain"]  # 2 +- 4.3 * 1 / sqrt(3): the low end would be below 0
-    assert fid.ci_low == 0.0 and fid.cut and fid.ci_high == pytest.approx(2.0 + 4.302653 / 3 ** 0.5, abs=1e-5)
+    assert fid.ci_low == 0.0 and fid.cut and fid.ci_high == pytest.approx(2.0 + 4.302653 / 3**0.5, abs=1e-5)
     assert not entry.metrics["loc_word_auc_roc"].cut
 
 
 def _results_folder(tmp_path: Path) -> Path:
     results = tmp_path / "board" / "results"
     results.mkdir(parents=True)
-    for record in (make_record("alpha", fid=10.0, auc=0.9), make_record("<img src=x onerror=alert(1)>", fid=20.0, auc=0.95)):
+    for record in (
+        make_record("alpha", fid=10.0, auc=0.9),
+        make_record("<img src=x onerror=alert(1)>", fid=20.0, auc=0.95),
+    ):
         name = "xss" if record["plugin"]["model"].startswith("<") else record["plugin"]["model"]
         (results / f"{name}__smoke__seed0.json").write_text(json.dumps(record))
     return results
@@ -189,9 +219,17 @@ def test_pages_link_the_csv_every_result_file_the_report_and_the_docs(tmp_path):
     page = (tmp_path / "board" / "index.html").read_text(encoding="utf-8")
     readme = (tmp_path / "board" / "README.md").read_text(encoding="utf-8")
     hrefs = re.findall(r'href="([^"#]+)"', page)
-    for target in ("leaderboard.csv", "README.md", "results/alpha__smoke__seed0.json", "results/xss__smoke__seed0.json",
-                   "../docs/report-smoke/index.html", "../docs/leaderboard.md", "../docs/metrics.md", "../README.md",
-                   "../CONTRIBUTING.md"):
+    for target in (
+        "leaderboard.csv",
+        "README.md",
+        "results/alpha__smoke__seed0.json",
+        "results/xss__smoke__seed0.json",
+        "../docs/report-smoke/index.html",
+        "../docs/leaderboard.md",
+        "../docs/metrics.md",
+        "../README.md",
+        "../CONTRIBUTING.md",
+    ):
         assert target in hrefs, target
         assert f"]({target})" in readme or target == "README.md", target
     for href in hrefs:
@@ -207,8 +245,10 @@ def test_pages_outside_a_checkout_name_the_docs_without_links(tmp_path):
 
 def test_page_is_readable_without_hovering(tmp_path):
     extra = {"loc_word_pointing_game": metric(0.25, 0.125, 0.375), "cond_auroc": metric(0.6, 0.55, 0.65)}
-    render_leaderboard([make_record("alpha", fid=10.0, auc=0.9, extra=extra), make_record("beta", fid=5.0, auc=0.8)],
-                       tmp_path)
+    render_leaderboard(
+        [make_record("alpha", fid=10.0, auc=0.9, extra=extra), make_record("beta", fid=5.0, auc=0.8)],
+        tmp_path,
+    )
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     for interval in ("[0.125, 0.375]", "[0.550, 0.650]"):  # non-headline columns too

@@ -29,7 +29,30 @@ from cxrbench.results import HEADLINE_FIDELITY, HEADLINE_LOCALIZATION
 
 #: Directions tried around a point, in this order (degrees, counter-clockwise from +x).
 DIRECTIONS_DEG: tuple[float, ...] = (
-    45, 135, 315, 225, 0, 180, 90, 270, 20, 160, 340, 200, 70, 110, 290, 250, 30, 150, 330, 210, 60, 120, 300, 240,
+    45,
+    135,
+    315,
+    225,
+    0,
+    180,
+    90,
+    270,
+    20,
+    160,
+    340,
+    200,
+    70,
+    110,
+    290,
+    250,
+    30,
+    150,
+    330,
+    210,
+    60,
+    120,
+    300,
+    240,
 )
 #: Gaps (points) between the marker's edge and the label: touching it, then with a leader line.
 NEAR_GAPS_PT: tuple[float, ...] = (1.0, 3.0, 5.0)
@@ -56,12 +79,20 @@ class Rect:
     y1: float
 
     def overlaps(self, other: Rect, margin: float = 0.0) -> bool:
-        return (self.x0 - margin < other.x1 and other.x0 < self.x1 + margin
-                and self.y0 - margin < other.y1 and other.y0 < self.y1 + margin)
+        return (
+            self.x0 - margin < other.x1
+            and other.x0 < self.x1 + margin
+            and self.y0 - margin < other.y1
+            and other.y0 < self.y1 + margin
+        )
 
     def inside(self, other: Rect, inset: float = 0.0) -> bool:
-        return (self.x0 >= other.x0 + inset and self.x1 <= other.x1 - inset
-                and self.y0 >= other.y0 + inset and self.y1 <= other.y1 - inset)
+        return (
+            self.x0 >= other.x0 + inset
+            and self.x1 <= other.x1 - inset
+            and self.y0 >= other.y0 + inset
+            and self.y1 <= other.y1 - inset
+        )
 
     def grown(self, by: float) -> Rect:
         return Rect(self.x0 - by, self.y0 - by, self.x1 + by, self.y1 + by)
@@ -124,6 +155,7 @@ def segment_hits_rect(segment: Segment, rect: Rect) -> bool:
 
 def segments_cross(a: Segment, b: Segment) -> bool:
     """Whether two segments intersect (touching counts)."""
+
     def orientation(p, q, r) -> float:
         return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
 
@@ -167,7 +199,9 @@ class LabelPlacer:
         """Place every entry's label (most crowded first), draw it, return (entry, label) in entry order."""
         points = {entry.model: self._point(entry) for entry in entries}
         self.markers = {model: marker_rect(*point) for model, point in points.items()}
-        order = sorted(entries, key=lambda e: (-self._neighbours(points, e.model), list(points).index(e.model)))
+        order = sorted(
+            entries, key=lambda e: (-self._neighbours(points, e.model), list(points).index(e.model))
+        )
         placed = {}
         for entry in order:
             label = self._choose(entry.model, points[entry.model], codes[entry.model], long_name_chars)
@@ -176,13 +210,19 @@ class LabelPlacer:
         return [(entry, placed[entry.model]) for entry in entries]
 
     def _point(self, entry) -> tuple[float, float]:
-        px, py = self.axes.transData.transform((entry.value(HEADLINE_FIDELITY), entry.value(HEADLINE_LOCALIZATION)))
+        px, py = self.axes.transData.transform(
+            (entry.value(HEADLINE_FIDELITY), entry.value(HEADLINE_LOCALIZATION))
+        )
         return px * self._scale, py * self._scale
 
     @staticmethod
     def _neighbours(points: dict[str, tuple[float, float]], model: str) -> int:
         x, y = points[model]
-        return sum(1 for other, (u, v) in points.items() if other != model and math.hypot(u - x, v - y) < NEIGHBOUR_PT)
+        return sum(
+            1
+            for other, (u, v) in points.items()
+            if other != model and math.hypot(u - x, v - y) < NEIGHBOUR_PT
+        )
 
     def _size(self, text: str, coded: bool) -> tuple[float, float]:
         """Width and height in points of ``text``'s box (its padding included)."""
@@ -214,12 +254,16 @@ class LabelPlacer:
         self.collisions += 1
         lines, self.lines = self.lines, []  # last resort: over interval bars (the white box covers them)
         try:
-            found = self._beside(code, point, size, NEAR_GAPS_PT) or self._beside(code, point, size, FAR_GAPS_PT)
+            found = self._beside(code, point, size, NEAR_GAPS_PT) or self._beside(
+                code, point, size, FAR_GAPS_PT
+            )
         finally:
             self.lines = lines
         return found or self._least_bad(point, code, size)
 
-    def _beside(self, text: str, point, size, gaps: Sequence[float], coded: bool = True) -> PlacedLabel | None:
+    def _beside(
+        self, text: str, point, size, gaps: Sequence[float], coded: bool = True
+    ) -> PlacedLabel | None:
         for gap in gaps:
             for angle in DIRECTIONS_DEG:
                 box, leader = self._candidate(point, size, angle, gap, with_leader=gaps is FAR_GAPS_PT)
@@ -227,7 +271,9 @@ class LabelPlacer:
                     return PlacedLabel(text, coded, box, leader)
         return None
 
-    def _candidate(self, point, size, angle: float, gap: float, with_leader: bool) -> tuple[Rect, Segment | None]:
+    def _candidate(
+        self, point, size, angle: float, gap: float, with_leader: bool
+    ) -> tuple[Rect, Segment | None]:
         (x, y), (width, height) = point, size
         c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
         reach = MARKER_HALF_PT + gap
@@ -253,22 +299,28 @@ class LabelPlacer:
         if leader is None:
             return True
         own = marker_rect(*point)
-        return not (any(segment_hits_rect(leader, rect) for rect in self._obstacles() if rect != own)
-                    or any(segment_hits_rect(leader, marker_rect(u, v, DISC_HALF_PT)) for u, v in self.discs)
-                    or any(segments_cross(leader, other) for other in self.leaders))
+        return not (
+            any(segment_hits_rect(leader, rect) for rect in self._obstacles() if rect != own)
+            or any(segment_hits_rect(leader, marker_rect(u, v, DISC_HALF_PT)) for u, v in self.discs)
+            or any(segments_cross(leader, other) for other in self.leaders)
+        )
 
     def _disc_free(self, model: str, point) -> bool:
         """A disc may cover bars and lines, not another marker, disc, label or leader, nor leave the frame."""
         x, y = point
         reach = DISC_HALF_PT + CLEARANCE_PT
         others = [rect for other, rect in self.markers.items() if other != model] + self.labels
-        return (marker_rect(x, y, DISC_HALF_PT).inside(self.frame)
-                and not any(circle_hits_rect(x, y, reach, rect) for rect in others)
-                and not any(math.hypot(x - u, y - v) < 2 * DISC_HALF_PT + CLEARANCE_PT for u, v in self.discs)
-                and not any(segment_hits_rect(leader, marker_rect(x, y, reach)) for leader in self.leaders))
+        return (
+            marker_rect(x, y, DISC_HALF_PT).inside(self.frame)
+            and not any(circle_hits_rect(x, y, reach, rect) for rect in others)
+            and not any(math.hypot(x - u, y - v) < 2 * DISC_HALF_PT + CLEARANCE_PT for u, v in self.discs)
+            and not any(segment_hits_rect(leader, marker_rect(x, y, reach)) for leader in self.leaders)
+        )
 
     def _least_bad(self, point, code: str, size) -> PlacedLabel:
-        candidates = [self._candidate(point, size, angle, NEAR_GAPS_PT[0], False)[0] for angle in DIRECTIONS_DEG]
+        candidates = [
+            self._candidate(point, size, angle, NEAR_GAPS_PT[0], False)[0] for angle in DIRECTIONS_DEG
+        ]
         inside = [box for box in candidates if box.inside(self.frame)] or candidates
         box = min(inside, key=lambda b: sum(b.overlaps(rect) for rect in self._obstacles()))
         return PlacedLabel(code, True, box)
@@ -277,23 +329,58 @@ class LabelPlacer:
         xy = (entry.value(HEADLINE_FIDELITY), entry.value(HEADLINE_LOCALIZATION))
         if label.disc:
             self.discs.append(point)
-            self.axes.plot(*([v] for v in xy), marker="o", markersize=2 * DISC_HALF_PT - 1.0, linestyle="none",
-                           color=self.colors[entry.model], markeredgecolor="white", markeredgewidth=1.0,
-                           zorder=8, label="_letter-disc")
-            self.axes.annotate(label.text, xy, ha="center", va="center", fontsize=DISC_FONT_PT, color="white",
-                               fontweight="bold", parse_math=False, zorder=9, label="_disc-letter")
+            self.axes.plot(
+                *([v] for v in xy),
+                marker="o",
+                markersize=2 * DISC_HALF_PT - 1.0,
+                linestyle="none",
+                color=self.colors[entry.model],
+                markeredgecolor="white",
+                markeredgewidth=1.0,
+                zorder=8,
+                label="_letter-disc",
+            )
+            self.axes.annotate(
+                label.text,
+                xy,
+                ha="center",
+                va="center",
+                fontsize=DISC_FONT_PT,
+                color="white",
+                fontweight="bold",
+                parse_math=False,
+                zorder=9,
+                label="_disc-letter",
+            )
             return
         self.labels.append(label.box)
         pad = self._pad(label.coded)
         self.axes.annotate(
-            label.text, xy, xytext=(label.box.x0 + pad * self.font_pt - point[0], label.box.y0 + pad * self.font_pt - point[1]),
-            textcoords="offset points", ha="left", va="bottom", fontsize=self.font_pt,
-            fontweight=self._weight(label.coded), parse_math=False, zorder=7, label="_point-label",
+            label.text,
+            xy,
+            xytext=(
+                label.box.x0 + pad * self.font_pt - point[0],
+                label.box.y0 + pad * self.font_pt - point[1],
+            ),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            fontsize=self.font_pt,
+            fontweight=self._weight(label.coded),
+            parse_math=False,
+            zorder=7,
+            label="_point-label",
             bbox={"boxstyle": f"round,pad={pad}", "facecolor": "white", "edgecolor": "none", "alpha": 0.9},
         )
         if label.leader is not None:
             self.leaders.append(label.leader)
             inverse = self.axes.transData.inverted()
             ends = [inverse.transform((x / self._scale, y / self._scale)) for x, y in label.leader]
-            self.axes.plot([ends[0][0], ends[1][0]], [ends[0][1], ends[1][1]], color=LEADER_COLOR,
-                           linewidth=0.7, zorder=6, label="_leader")
+            self.axes.plot(
+                [ends[0][0], ends[1][0]],
+                [ends[0][1], ends[1][1]],
+                color=LEADER_COLOR,
+                linewidth=0.7,
+                zorder=6,
+                label="_leader",
+            )

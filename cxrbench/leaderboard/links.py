@@ -79,12 +79,17 @@ def report_track(report_dir: Path) -> str:
     try:
         return str(json.loads(manifest.read_text(encoding="utf-8"))["track"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ResultError(f"{report_dir}: not a report folder written by `cxrbench report` "
-                          f"({REPORT_MANIFEST}: {exc})") from None
+        raise ResultError(
+            f"{report_dir}: not a report folder written by `cxrbench report` ({REPORT_MANIFEST}: {exc})"
+        ) from None
 
 
-def page_links(out_dir: Path, records: Iterable[dict[str, Any]], command: str | None = None,
-               report_dirs: Sequence[Path] = ()) -> PageLinks:
+def page_links(
+    out_dir: Path,
+    records: Iterable[dict[str, Any]],
+    command: str | None = None,
+    report_dirs: Sequence[Path] = (),
+) -> PageLinks:
     """The links of the leaderboard pages written to ``out_dir``."""
     results = {str(r["_path"]): href(Path(r["_path"]), out_dir) for r in records if r.get("_path")}
     reports = tuple((report_track(d), href(Path(d) / "index.html", out_dir)) for d in report_dirs)

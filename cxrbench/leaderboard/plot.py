@@ -144,15 +144,17 @@ def _figure(tracks: Sequence[TrackBoard]) -> Figure:
         panels.append((axes, _panel(axes, track)))
     renderer = figure.canvas.get_renderer()
     legends = [_key_legend(figure, axes, key) for axes, key in panels]
-    key_height = max((legend.get_window_extent(renderer).height / figure.dpi for legend in legends if legend),
-                     default=0.0)
+    key_height = max(
+        (legend.get_window_extent(renderer).height / figure.dpi for legend in legends if legend), default=0.0
+    )
     height = MARGIN_TOP_IN + AXES_HEIGHT_IN + AXIS_BELOW_IN + key_height + 2 * KEY_PAD_IN
     figure.set_size_inches(width, height)
     for index, ((axes, _), legend) in enumerate(zip(panels, legends)):
         axes.set_position(_axes_rect(index, width, height))
         if legend is not None:
-            legend.set_bbox_to_anchor((index * PANEL_WIDTH_IN + 0.15, key_height + KEY_PAD_IN),
-                                      transform=figure.dpi_scale_trans)
+            legend.set_bbox_to_anchor(
+                (index * PANEL_WIDTH_IN + 0.15, key_height + KEY_PAD_IN), transform=figure.dpi_scale_trans
+            )
     return figure
 
 
@@ -168,8 +170,17 @@ def _key_legend(figure: Figure, axes, key: PanelKey):
         return None
     wrapped = [_wrap(label, KEY_WRAP_CHARS) for label in key.labels]
     return figure.legend(
-        key.handles, wrapped, loc="upper left", bbox_to_anchor=(0, 0), bbox_transform=figure.dpi_scale_trans,
-        ncols=1, frameon=False, handlelength=1.8, borderaxespad=0.0, borderpad=0.0, labelspacing=0.35,
+        key.handles,
+        wrapped,
+        loc="upper left",
+        bbox_to_anchor=(0, 0),
+        bbox_transform=figure.dpi_scale_trans,
+        ncols=1,
+        frameon=False,
+        handlelength=1.8,
+        borderaxespad=0.0,
+        borderpad=0.0,
+        labelspacing=0.35,
     )
 
 
@@ -254,8 +265,10 @@ def _style_key(key: PanelKey, entries: Sequence[Entry]) -> None:
     key.add("entry on the frontier", Line2D([], [], color=POINT_COLOR, marker="o", linestyle="none"))
     if any(entry.pareto_rank != 1 for entry in entries):
         key.add("dominated entry", Line2D([], [], color=DOMINATED_COLOR, marker="o", linestyle="none"))
-    key.add("95% interval (\u25b8 = cut at the frame)",
-            Line2D([], [], color=POINT_COLOR, alpha=INTERVAL_ALPHA, linewidth=1.2))
+    key.add(
+        "95% interval (\u25b8 = cut at the frame)",
+        Line2D([], [], color=POINT_COLOR, alpha=INTERVAL_ALPHA, linewidth=1.2),
+    )
 
 
 def _reference_lines(axes, track: TrackBoard, key: PanelKey, obstacles: list[Rect]) -> None:
@@ -274,7 +287,9 @@ def _reference_lines(axes, track: TrackBoard, key: PanelKey, obstacles: list[Rec
         if not _inside(axes, value, axis):
             key.add(f"{text}, {_side(axes, value, axis)}", Line2D([], [], **style))
             continue
-        line = axes.axhline(value, zorder=1, **style) if axis == "y" else axes.axvline(value, zorder=1, **style)
+        line = (
+            axes.axhline(value, zorder=1, **style) if axis == "y" else axes.axvline(value, zorder=1, **style)
+        )
         line.set_label("_reference")
         key.add(text, Line2D([], [], **style))
         obstacles.append(_line_rect(axes, axis, value))
@@ -308,8 +323,18 @@ def _draw_entry(axes, entry: Entry) -> list[Rect]:
     for axis, summary in (("x", fid), ("y", auc)):
         if summary.ci_low is not None and summary.ci_high is not None:
             rects += _draw_interval(axes, axis, fid.mean, auc.mean, summary.ci_low, summary.ci_high, color)
-    axes.plot([fid.mean], [auc.mean], marker="o", markersize=MARKER_PT, color=color, linestyle="none",
-              zorder=5, markeredgecolor="white", markeredgewidth=0.8, label="_point")
+    axes.plot(
+        [fid.mean],
+        [auc.mean],
+        marker="o",
+        markersize=MARKER_PT,
+        color=color,
+        linestyle="none",
+        zorder=5,
+        markeredgecolor="white",
+        markeredgewidth=0.8,
+        label="_point",
+    )
     return rects
 
 
@@ -321,17 +346,40 @@ def _draw_interval(axes, axis: str, x: float, y: float, low: float, high: float,
     if start > stop:
         return []
     xs, ys = ([start, stop], [y, y]) if axis == "x" else ([x, x], [start, stop])
-    axes.plot(xs, ys, color=color, alpha=INTERVAL_ALPHA, linewidth=1.2, solid_capstyle="butt", zorder=2,
-              label="_interval")
+    axes.plot(
+        xs,
+        ys,
+        color=color,
+        alpha=INTERVAL_ALPHA,
+        linewidth=1.2,
+        solid_capstyle="butt",
+        zorder=2,
+        label="_interval",
+    )
     (x0, y0), (x1, y1) = _to_points(axes, xs[0], ys[0]), _to_points(axes, xs[1], ys[1])
-    rects = [Rect(min(x0, x1) - LINE_HALF_PT, min(y0, y1) - LINE_HALF_PT,
-                  max(x0, x1) + LINE_HALF_PT, max(y0, y1) + LINE_HALF_PT)]
+    rects = [
+        Rect(
+            min(x0, x1) - LINE_HALF_PT,
+            min(y0, y1) - LINE_HALF_PT,
+            max(x0, x1) + LINE_HALF_PT,
+            max(y0, y1) + LINE_HALF_PT,
+        )
+    ]
     for end, clipped in ((start, start > low), (stop, stop < high)):
         px, py = (end, y) if axis == "x" else (x, end)
         marker = _end_marker(axes, axis, end, clipped, x, y)
-        axes.plot([px], [py], marker=marker, markersize=6.0 if clipped else 5.0, color=color,
-                  alpha=0.8 if clipped else INTERVAL_ALPHA, linestyle="none", zorder=2, clip_on=False,
-                  label="_interval-cut" if clipped else "_interval-cap")
+        axes.plot(
+            [px],
+            [py],
+            marker=marker,
+            markersize=6.0 if clipped else 5.0,
+            color=color,
+            alpha=0.8 if clipped else INTERVAL_ALPHA,
+            linestyle="none",
+            zorder=2,
+            clip_on=False,
+            label="_interval-cut" if clipped else "_interval-cap",
+        )
         cx, cy = _to_points(axes, px, py)
         rects.append(Rect(cx - 3.5, cy - 3.5, cx + 3.5, cy + 3.5))
     return rects
@@ -364,11 +412,23 @@ def _draw_frontier(axes, entries: Sequence[Entry]) -> list[Rect]:
             ys.append(ys[-1])
         xs.append(x)
         ys.append(y)
-    axes.plot(xs, ys, color=FRONTIER_COLOR, linewidth=2.0, alpha=0.9, zorder=4, solid_joinstyle="miter",
-              label="_frontier")
+    axes.plot(
+        xs,
+        ys,
+        color=FRONTIER_COLOR,
+        linewidth=2.0,
+        alpha=0.9,
+        zorder=4,
+        solid_joinstyle="miter",
+        label="_frontier",
+    )
     points = [_to_points(axes, x, y) for x, y in zip(xs, ys)]
     return [
-        Rect(min(a[0], b[0]) - LINE_HALF_PT, min(a[1], b[1]) - LINE_HALF_PT,
-             max(a[0], b[0]) + LINE_HALF_PT, max(a[1], b[1]) + LINE_HALF_PT)
+        Rect(
+            min(a[0], b[0]) - LINE_HALF_PT,
+            min(a[1], b[1]) - LINE_HALF_PT,
+            max(a[0], b[0]) + LINE_HALF_PT,
+            max(a[1], b[1]) + LINE_HALF_PT,
+        )
         for a, b in zip(points, points[1:])
     ]
