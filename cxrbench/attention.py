@@ -1,6 +1,6 @@
 """Cross-attention capture for diffusers UNets and the token -> word mapping that turns it into maps.
 
-How a diffusion model localizes a phrase (DESIGN.md, after Dombrowski et al., AAAI 2024): noise the
+How a diffusion model localizes a phrase (after Dombrowski et al., AAAI 2024; docs/models.md): noise the
 *real* image to timestep ``t``, run the UNet once conditioned on its report, read the post-softmax
 cross-attention (``attn2``) probabilities of every layer, average heads, bring layers to one resolution,
 average over timesteps, layers and the tokens of the query words, upsample to the image.

@@ -110,11 +110,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(o.status == "ok" for o in outcomes) else 1
 
 
+#: Files a run writes beside its result JSON; `validate` checks the result, not these.
+COMPANION_SUFFIXES = (".samples.jsonl", ".maps.npz")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from cxrbench.results import load_result, validation_errors
 
     bad = 0
     for path in args.files:
+        companion = next((s for s in COMPANION_SUFFIXES if str(path).endswith(s)), None)
+        if companion is not None:
+            result = Path(str(path)[: -len(companion)] + ".json")
+            if result.is_file():
+                print(f"{path}: skipped, a file of {result.name} (validate checks the result JSON)")
+                continue
+            bad += 1
+            print(f"{path}: INVALID\n  - no result {result.name} beside it", file=sys.stderr)
+            continue
         try:
             problems = validation_errors(load_result(Path(path)))
         except CxrbenchError as exc:
@@ -131,17 +144,20 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from cxrbench.leaderboard import check_leaderboard, render_leaderboard
     from cxrbench.results import load_results_dir
 
+    from cxrbench.leaderboard.explanation import regenerate_command
+
     records = load_results_dir(Path(args.results))
+    command = regenerate_command(args.results, args.out, tuple(args.report))
+    options = {"command": command, "report_dirs": [Path(r) for r in args.report]}
     if args.check:
-        stale = check_leaderboard(records, Path(args.out))
+        stale = check_leaderboard(records, Path(args.out), **options)
         if stale:
-            print("leaderboard is out of date; these files differ from what "
-                  f"`cxrbench leaderboard --results {args.results} --out {args.out}` writes: " + ", ".join(stale),
-                  file=sys.stderr)
+            print(f"leaderboard is out of date; these files differ from what `{command}` writes: "
+                  + ", ".join(stale), file=sys.stderr)
             return 1
         print(f"leaderboard in {args.out} matches {len(records)} results")
         return 0
-    for path in render_leaderboard(records, Path(args.out)):
+    for path in render_leaderboard(records, Path(args.out), **options):
         print(f"wrote {path}")
     return 0
 
@@ -198,8 +214,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     def skipped(path: Path) -> None:
         print(f"skipped {path}: its model does not localize, so it has no attention maps")
 
-    index = write_report([Path(p) for p in args.results], Path(args.out), on_skip=skipped)
-    print(f"wrote {index} and one PNG per class beside it")
+    leaderboard = Path(args.leaderboard) if args.leaderboard else None
+    index = write_report([Path(p) for p in args.results], Path(args.out), on_skip=skipped, leaderboard_dir=leaderboard)
+    print(f"wrote {index} and one PNG per class and test image beside it")
     return 0
 
 
@@ -241,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="leaderboard/results")
     p.add_argument("--out", default="leaderboard")
     p.add_argument("--check", action="store_true", help="fail when the committed files differ from a fresh render")
+    p.add_argument("--report", action="append", default=[], metavar="DIR",
+                   help="an attention report folder (`cxrbench report --out DIR`) to link to; repeatable")
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("compare", help="paired differences between two models on a track")
@@ -248,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_b")
     p.add_argument("--track", default="smoke")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
-    p.add_argument("--results", default="leaderboard/results")
+    p.add_argument("--results", default="results",
+                   help="folder of the results to compare; missing runs are written there (default: results)")
     p.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
     p.add_argument("--no-run", action="store_true", help="only compare existing results")
     p.add_argument("--json", action="store_true")
@@ -259,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="attention overlays: each result's finding-word and EOS maps per class")
     p.add_argument("results", nargs="+", help="result JSON files of one track (their .maps.npz beside them)")
     p.add_argument("--out", default="report", help="folder for index.html and the PNGs")
+    p.add_argument("--leaderboard", default=None, metavar="DIR",
+                   help="the leaderboard folder (its index.html) the report links back to")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("data", help="look at a dataset")

@@ -11,7 +11,10 @@ Minimal model::
         capabilities = frozenset({"generate"})
 
         def fit(self, train, budget, context): ...
-        def generate(self, prompts, seeds, image_size): ...
+        def generate(self, prompts, seeds, image_size, sampler): ...
+
+``localize`` (capability ``"localize"``) returns, per query, (H, W) maps of finite real floats (no NaN or
+infinity, not complex); the core scores them and a run whose maps are not finite fails at that stage.
 """
 
 from __future__ import annotations
@@ -142,8 +145,9 @@ class ModelOptions(BaseModel):
 class Model:
     """Base class of a benchmark entry. Subclass, set ``model_id`` and ``capabilities``, implement methods.
 
-    ``localize`` returns, for each query, a dict from token group (see ``TOKEN_GROUPS``) to a float
-    (H, W) heatmap at the input image's resolution; ``word`` is required, other groups optional.
+    ``localize`` returns, for each query, a dict from token group (see ``TOKEN_GROUPS``) to an (H, W)
+    heatmap of finite real floats at the input image's resolution; ``word`` is required, other groups
+    optional.
     ``generate`` returns float32 images (N, H, W) in [0, 1], one per (prompt, seed) pair; the same
     (prompt, seed) must give the same image whatever the batch it is in.
     ``save`` / ``load`` let an interrupted run resume without fitting again; models that do not

@@ -59,3 +59,56 @@ def test_every_metric_token_group_and_feature_extractor_is_documented():
     for family in ("loc_<group>_<metric>", "fid_<extractor>", "kid_<extractor>", "precision_<extractor>",
                    "recall_<extractor>"):
         assert f"`{family}`" in text, family
+
+
+# ------------------------------------------------------------------ the docs a plugin author follows
+def _block(text: str, after: str, language: str) -> str:
+    """The first ```language code block after the line ``after``."""
+    return re.search(re.escape(after) + r"\n\n```" + language + r"\n(.*?)```", text, re.S).group(1)
+
+
+def test_readme_states_the_contributing_example_sizes():
+    contributing = (ROOT / "CONTRIBUTING.md").read_text()
+    sizes = re.search(r"a working example: a (\d+)-line module, a (\d+)-line\s+`pyproject.toml` and a (\d+)-line test",
+                      (ROOT / "README.md").read_text())
+    blocks = [_block(contributing, "`my_plugin.py`:", "python"), _block(contributing, "`pyproject.toml`:", "toml"),
+              _block(contributing, '`tests/test_my_plugin.py` (see "Testing your plugin" below):', "python")]
+    assert [int(n) for n in sizes.groups()] == [len(b.strip().splitlines()) for b in blocks]
+
+
+def test_model_docstring_shows_the_contract_signatures():
+    from cxrbench.model import Model
+
+    doc = inspect.getmodule(Model).__doc__
+    for method in ("fit", "generate"):
+        params = ", ".join(inspect.signature(getattr(Model, method)).parameters)
+        assert f"def {method}({params}): ..." in doc, method
+
+
+def test_markdown_files_mention_only_files_that_exist():
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *ROOT.glob("docs/*.md"), *ROOT.glob("plugins/*/README.md")]
+    missing = []
+    for page in pages:
+        text = page.read_text()
+        for name in ("DESIGN.md", "PROBES.md", "STYLE.md", "../shared"):
+            if name in text:
+                missing.append(f"{page.relative_to(ROOT)}: {name}")
+        for ref in set(re.findall(r"(?<![\w.-])((?:\.\./|[\w-]+/)*[\w-]+\.md)\b", text)):
+            if not ((page.parent / ref).exists() or (ROOT / ref).exists() or (ROOT / "docs" / ref).exists()):
+                missing.append(f"{page.relative_to(ROOT)}: {ref}")
+    assert not missing, missing
+
+
+def test_models_doc_shows_partial_encoder_whole():
+    code = _block((ROOT / "docs" / "models.md").read_text(),
+                  "The whole of `partial-encoder` (`plugins/partial-encoder/cxrbench_partial_encoder.py`):", "python")
+    assert code == (ROOT / "plugins" / "partial-encoder" / "cxrbench_partial_encoder.py").read_text()
+
+
+def test_models_doc_encoder_strategy_records_that_its_encoder_trains():
+    code = _block((ROOT / "docs" / "models.md").read_text(), "## A new encoder strategy", "python")
+    module = types.ModuleType("partly_frozen")
+    exec(compile(code, "docs/models.md:new-encoder-strategy", "exec", dont_inherit=True), module.__dict__)
+    assert module.PartlyFrozenModel().config()["train_text_encoder"] is True
+    registry = registry_with(module.PartlyFrozenModel, name="partly_frozen")
+    assert set(registry.model("partly-frozen-encoder").capabilities) == {"generate", "localize"}

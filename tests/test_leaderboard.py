@@ -99,17 +99,22 @@ def rendered(records, tmp_path_factory):
 
 
 def markdown_rows(text: str, track: str) -> dict[str, list[str]]:
-    """Cells of the leaderboard table of ``track`` in README.md, keyed by model cell."""
+    """Cells of the leaderboard table of ``track`` in README.md, keyed by model cell (the first column)."""
     section = text.split(f"## Track `{track}`", 1)[1].split("\n## ", 1)[0]
     table_lines = [line for line in section.splitlines() if line.startswith("|")]
-    header = next(i for i, line in enumerate(table_lines) if line.strip("| ").startswith("rank"))
+    header = next(i for i, line in enumerate(table_lines) if re.search(r"\|\s*rank\s*\|", line))
     rows = {}
     for line in table_lines[header + 2:]:
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) < 13:  # the next table (entries) has fewer columns
             break
-        rows[cells[1]] = cells
+        rows[cells[0]] = cells
     return rows
+
+
+# Column positions in markdown_rows: model, rank, seeds, FID, AUC, pointing, CNR, mIoU, EOS AUC, MS-SSIM,
+# cond. AUROC, pareto rank, joint score.
+MODEL, RANK, SEEDS, FID, AUC = range(5)
 
 
 def test_pareto_ranks_peel_successive_frontiers():
@@ -146,10 +151,10 @@ def test_entries_missing_an_axis_rank_last_and_show_dash(records, rendered):
         assert entry.rank is None and entry.pareto_rank is None and entry.joint_score is None
     rows = markdown_rows((rendered[0] / "README.md").read_text(encoding="utf-8"), "smoke")
     no_fid = rows["no-fid"]
-    assert no_fid[0] == "-" and no_fid[3] == "-"  # rank, FID
-    assert no_fid[4].startswith("0.990")  # the localization it has is still shown
-    assert rows["no-loc"][4] == "-" and rows["no-loc"][-2:] == ["-", "-"]  # AUC, pareto rank, joint score
-    assert rows["alpha"][0] == "1" and rows["gamma"][-2] == "2"
+    assert no_fid[RANK] == "-" and no_fid[FID] == "-"
+    assert no_fid[AUC].startswith("0.990")  # the localization it has is still shown
+    assert rows["no-loc"][AUC] == "-" and rows["no-loc"][-2:] == ["-", "-"]  # AUC, pareto rank, joint score
+    assert rows["alpha"][RANK] == "1" and rows["gamma"][-2] == "2"
 
 
 def test_seed_aggregation_mean_and_t_interval_by_hand(records):
@@ -184,7 +189,9 @@ def test_seed_with_null_value_is_left_out_of_the_mean():
     ]
     auc = build_leaderboard(records).track("default").entries[0].metrics["loc_word_auc_roc"]
     assert auc.n_values == 2 and auc.mean == pytest.approx(0.8) and auc.note == "nan"
-    assert auc.ci_high - auc.mean == pytest.approx(T_975[1] * math.sqrt(0.02) / math.sqrt(2), abs=1e-5)
+    # mean +- t(0.975, 1) * sd / sqrt(2) = 0.8 +- 1.27 leaves [0, 1] on both sides: cut to the AUC-ROC's range
+    assert T_975[1] * math.sqrt(0.02) / math.sqrt(2) > 0.8
+    assert (auc.ci_low, auc.ci_high, auc.cut) == (0.0, 1.0, True)
 
 
 def test_duplicate_seed_is_rejected():
@@ -219,7 +226,7 @@ def test_failed_runs_are_listed(records, rendered):
     ]
     readme = (rendered[0] / "README.md").read_text(encoding="utf-8")
     failed_section = readme.split("## Failed runs", 1)[1]
-    assert re.search(r"\| smoke\s+\| broken\s+\| 3\s+\| fit\s+\| PluginError: weights at", failed_section)
+    assert re.search(r"\| broken\s+\| smoke\s+\| 3\s+\| fit\s+\| PluginError: weights at", failed_section)
     assert "broken" not in readme.split("## Failed runs", 1)[0]  # a failed run is not an entry
 
 
@@ -307,11 +314,14 @@ def test_baseline_is_listed_last_under_its_label_and_never_ranked(tmp_path):
     render_leaderboard(records, tmp_path)
     readme = (tmp_path / "README.md").read_text(encoding="utf-8")
     row = markdown_rows(readme, "smoke")[f"*{BOX_PRIOR_LABEL}*"]
-    assert row[0] == "baseline" and row[4].startswith("0.990") and row[-2:] == ["-", "-"]
-    assert "box-prior (baseline)" in readme  # the entries table names the model id
+    assert row[RANK] == "baseline" and row[AUC].startswith("0.990") and row[-2:] == ["-", "-"]
+    # every table names the baseline by its label; the entries table adds its model id
+    assert re.search(rf"\| \*{re.escape(BOX_PRIOR_LABEL)}\*\s+\| box-prior\s+\|", readme)
+    assert "(baseline)" not in readme
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
-    assert f'<tr class="baseline"><td class="num" data-sort="">baseline</td><td class="model" ' \
-           f'title="box-prior">{BOX_PRIOR_LABEL}</td>' in page
+    assert f'<tr class="baseline"><td class="model" title="model box-prior">{BOX_PRIOR_LABEL}</td>' \
+           f'<td class="num" data-sort="">baseline</td>' in page
+    assert page.count(f'<td class="model" title="model box-prior">{BOX_PRIOR_LABEL}</td>') == 3  # every table
     svg = (tmp_path / "tradeoff.svg").read_text(encoding="utf-8")
     assert f"baseline: {BOX_PRIOR_LABEL}" in svg
     rows = {row["model"]: row for row in csv.DictReader(io.StringIO((tmp_path / "leaderboard.csv").read_text()))}
@@ -341,19 +351,18 @@ def test_fidelity_only_baseline_shows_its_fid_and_no_localization(tmp_path):
     render_leaderboard(records, tmp_path)
     readme = (tmp_path / "README.md").read_text(encoding="utf-8")
     row = markdown_rows(readme, "smoke")[f"*{NEAREST_LABEL}*"]
-    # rank, model, seeds, FID, AUC, pointing, CNR, mIoU, EOS AUC, MS-SSIM, cond. AUROC, pareto, joint
-    assert row[0] == "baseline" and row[3] == "3.00 [2.00, 4.00]"
+    assert row[RANK] == "baseline" and row[FID] == "3.00 [2.00, 4.00]"
     assert row[4:9] == ["-"] * 5 and row[9:11] == ["0.900", "0.800"] and row[-2:] == ["-", "-"]
-    assert "nearest-report (baseline)" in readme
+    assert "| nearest-report " in readme
     tokens = readme.split("Token diagnostics.", 1)[1].split("Entries:", 1)[0]
     assert NEAREST_LABEL not in tokens  # it localizes nothing
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
-    html_row = page.split(f'<tr class="baseline"><td class="num" data-sort="">baseline</td><td class="model" '
-                          f'title="nearest-report">{NEAREST_LABEL}</td>', 1)[1].split("</tr>", 1)[0]
+    html_row = page.split(f'<tr class="baseline"><td class="model" title="model nearest-report">{NEAREST_LABEL}</td>'
+                          '<td class="num" data-sort="">baseline</td>', 1)[1].split("</tr>", 1)[0]
     assert '<td class="num" data-sort="3" ' in html_row and '<span class="ci">[2.00, 4.00]</span>' in html_row
     svg = (tmp_path / "tradeoff.svg").read_text(encoding="utf-8")
-    # FID 3 lies outside the models' range (10-20): an arrow at the edge says its value
-    assert f"{NEAREST_LABEL}: FID 3.00" in svg and f"baseline: {BOX_PRIOR_LABEL}" in svg
+    # FID 3 lies outside the models' range (10-20): the key says its value and where it lies
+    assert f"{NEAREST_LABEL}: FID" in svg and "3.00, right of the frame" in svg and f"baseline: {BOX_PRIOR_LABEL}" in svg
     table = csv.DictReader(io.StringIO((tmp_path / "leaderboard.csv").read_text()))
     row = next(row for row in table if row["model"] == "nearest-report")
     assert row["baseline"] == NEAREST_LABEL and row["pareto_rank"] == ""
@@ -367,41 +376,26 @@ def test_fidelity_only_baseline_is_a_vertical_line_at_its_fid_even_without_ranke
     nearest["plugin"].update(baseline=NEAREST_LABEL, capabilities=["generate"])
     entries = [make_record("alpha", fid=10.0, auc=0.90), make_record("beta", fid=45.0, auc=0.95)]
     for records in (entries + [nearest], [nearest]):
-        [axes] = _figure(build_leaderboard(records)).axes
+        [axes] = _figure(build_leaderboard(records).tracks).axes
         dashed = [line for line in axes.get_lines() if line.get_color() == BASELINE_COLOR]
         assert [list(line.get_xdata()) for line in dashed] == [[30.0, 30.0]]  # vertical: x fixed, y spans
         right, left = axes.get_xlim()  # reversed: lower FID to the right
         assert left < 30.0 < right, (left, right)
 
 
-def test_a_baseline_fid_far_outside_the_entries_is_an_edge_arrow_that_keeps_the_entries_range():
+def test_a_baseline_fid_far_outside_the_entries_is_listed_in_the_key_and_keeps_the_entries_range():
     from cxrbench.leaderboard.plot import BASELINE_COLOR, _figure
 
     nearest = make_record("nearest-report", fid=2.0)
     nearest["plugin"].update(baseline=NEAREST_LABEL, capabilities=["generate"])
     entries = [make_record("alpha", fid=100.0, auc=0.50), make_record("beta", fid=110.0, auc=0.55)]
-    [axes] = _figure(build_leaderboard(entries + [nearest])).axes
+    figure = _figure(build_leaderboard(entries + [nearest]).tracks)
+    [axes] = figure.axes
     assert not [line for line in axes.get_lines() if line.get_color() == BASELINE_COLOR]
     right, left = axes.get_xlim()
     assert 2.0 < left < 100.0 < 110.0 < right, (left, right)  # not stretched down to 2
-    notes = [t.get_text() for t in axes.texts if "FID" in t.get_text()]
-    assert notes == [f"{NEAREST_LABEL}: FID 2.00"]
-
-
-def test_labels_of_nearby_points_do_not_overlap():
-    from cxrbench.leaderboard.plot import _figure
-
-    records = [make_record(f"model-{i}", fid=100.0 + 0.1 * i, auc=0.50 + 0.001 * i) for i in range(6)]
-    figure = _figure(build_leaderboard(records))
-    [axes] = figure.axes
-    renderer = figure.canvas.get_renderer()
-    figure.canvas.draw()
-    # the label's white box (an Annotation's own extent would include its leader line)
-    boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in axes.texts
-             if t.get_text().startswith("model-")]
-    assert len(boxes) == 6
-    overlapping = [(i, j) for i in range(6) for j in range(i + 1, 6) if boxes[i].overlaps(boxes[j])]
-    assert overlapping == []
+    key = [" ".join(text.get_text().split()) for legend in figure.legends for text in legend.get_texts()]
+    assert [line for line in key if "FID" in line] == [f"baseline: {NEAREST_LABEL}: FID 2.00, right of the frame"]
 
 
 # ---------------------------------------------------------------------------- token diagnostics

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -59,18 +61,27 @@ def test_run_keeps_the_report_maps_of_the_same_queries_the_scores_used(smoke_res
     assert all(np.ptp(m) > 0 for m in maps.maps["word"])
 
 
-def test_report_writes_a_page_and_a_png_per_class(smoke_result, tmp_path):
+def test_report_writes_a_page_and_a_png_per_class_and_test_image(smoke_result, tmp_path):
     result_path, registry = smoke_result
     test = load_track_data(SMOKE, registry).test
-    index = write_report([result_path], tmp_path / "report", test=test)
+    index = write_report([result_path], tmp_path / "report", test=test, leaderboard_dir=tmp_path / "board")
     html = index.read_text()
-    labels = set(load_report_maps(result_path).labels)
-    for label in labels:
-        png = tmp_path / "report" / (label.lower().replace(" ", "_") + ".png")
-        assert png.name in html
-        with Image.open(png) as im:
-            assert im.size[0] > 300 and im.size[1] > 150
-    assert "dummy (seed 0)" in html
+    maps = load_report_maps(result_path)
+    for label in set(maps.labels):
+        for n in range(1, maps.labels.count(label) + 1):
+            png = tmp_path / "report" / f"{label.lower().replace(' ', '_')}_{n}.png"
+            assert f'src="{png.name}"' in html
+            with Image.open(png) as im:  # 150 dpi, shown at 100 CSS px per inch: labels stay legible
+                shown = re.search(rf'src="{png.name}" width="(\d+)" height="(\d+)"', html)
+                assert im.size[0] == pytest.approx(1.5 * int(shown.group(1)), abs=2)
+                assert int(shown.group(1)) <= 430  # narrow enough for a phone
+    assert "<td>dummy</td>" in html
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    # links relative to the report's folder: the result file and the leaderboard
+    assert f'href="../{result_path.parent.name}/{result_path.name}"' in html or \
+        f'href="{os.path.relpath(result_path, tmp_path / "report")}"' in html
+    assert 'href="../board/index.html"' in html
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["track"] == "smoke"
 
 
 def test_report_names_the_result_whose_maps_are_missing(smoke_result, tmp_path):
@@ -92,7 +103,7 @@ def test_report_leaves_out_results_of_models_that_cannot_localize(smoke_result, 
     test = load_track_data(SMOKE, registry).test
     skipped: list = []
     index = write_report([result_path, other], tmp_path / "report", test=test, on_skip=skipped.append)
-    assert "dummy (seed 0)" in index.read_text() and "generator.json" not in index.read_text()
+    assert "<td>dummy</td>" in index.read_text() and "generator.json" not in index.read_text()
     assert skipped == [other]
     with pytest.raises(ResultError, match="none of the results is of a model that localizes"):
         write_report([other], tmp_path / "alone", test=test)

@@ -6,9 +6,11 @@ higher-better, ties broken by a joint score); ``render_leaderboard(records, out_
 index.html, leaderboard.csv, tradeoff.svg and tradeoff.png; ``check_leaderboard(records, out_dir)`` says
 which committed files are stale. See docs/leaderboard.md.
 
-Modules: ``board`` (data and seed aggregation), ``ranking`` (Pareto rank, joint score), ``columns``
-(metrics shown and number formats), ``explanation`` (reader-facing text), ``markdown``, ``html_page``,
-``csv_table``, ``plot`` (one renderer each) and ``render`` (writing and checking the files).
+Modules: ``board`` (data and seed aggregation, intervals cut at each metric's range), ``ranking`` (Pareto
+rank, joint score), ``columns`` (metrics shown, their ranges and number formats), ``explanation``
+(reader-facing text), ``links`` (what the pages link to), ``markdown``, ``html_page``, ``csv_table``,
+``plot`` (one renderer each), ``labels`` (where the plot's labels go) and ``render`` (writing and checking
+the files).
 """
 
 from cxrbench.leaderboard.board import (

@@ -13,6 +13,11 @@ Seed aggregation, per (track, model, metric), over the seeds whose value is not 
   describes seed-to-seed variation (training and sampling randomness); the per-seed bootstrap intervals,
   which describe test-set sampling, are not folded in.
 
+Every interval is then cut at the metric's range (:func:`cxrbench.leaderboard.columns.metric_range`: an
+AUC-ROC or pointing game lies in [0, 1], a FID is at least 0). The true value lies in that range, so the cut
+interval covers it whenever the uncut one does: the cut keeps the 95% and removes only impossible values.
+``MetricSummary.cut`` says that an end was cut.
+
 A metric that no seed reports, or that every seed reports as null, has ``mean = None`` and is shown as ``-``.
 """
 
@@ -27,6 +32,7 @@ from typing import Any
 from scipy.special import stdtrit
 
 from cxrbench.errors import ResultError
+from cxrbench.leaderboard.columns import metric_range
 from cxrbench.leaderboard.ranking import joint_scores, pareto_ranks
 from cxrbench.protocol import TRACKS
 from cxrbench.results import HEADLINE_FIDELITY, HEADLINE_LOCALIZATION
@@ -51,6 +57,8 @@ class MetricSummary:
     higher_is_better: bool | None
     interval_kind: str
     note: str | None = None
+    #: True when an end of the interval was cut at the metric's range.
+    cut: bool = False
 
 
 @dataclass
@@ -74,6 +82,8 @@ class Entry:
     joint_score: float | None = None
     #: Position on the track (ties share a rank); None when the entry lacks either axis (listed last).
     rank: int | None = None
+    #: The file each seed's record was read from (``_path``), in seed order; None where unknown.
+    paths: tuple[str | None, ...] = ()
 
     @property
     def n_seeds(self) -> int:
@@ -188,13 +198,27 @@ def summarize_metric(name: str, per_seed: Sequence[dict[str, Any]]) -> MetricSum
         return MetricSummary(name, None, None, None, 0, higher_is_better, "none", note)
     if len(present) == 1:
         only = present[0]
-        low, high = _number(only.get("ci_low")), _number(only.get("ci_high"))
+        mean, low, high = _number(only["value"]), _number(only.get("ci_low")), _number(only.get("ci_high"))
         kind = "bootstrap" if low is not None and high is not None else "none"
         if kind == "none":
             low = high = None
-        return MetricSummary(name, _number(only["value"]), low, high, 1, higher_is_better, kind, note)
-    mean, low, high = seed_interval([_number(entry["value"]) for entry in present])
-    return MetricSummary(name, mean, low, high, len(present), higher_is_better, "t", note)
+    else:
+        mean, low, high = seed_interval([_number(entry["value"]) for entry in present])
+        kind = "t"
+    low, high, cut = cut_to_range(low, high, metric_range(name))
+    return MetricSummary(name, mean, low, high, len(present), higher_is_better, kind, note, cut)
+
+
+def cut_to_range(
+    low: float | None, high: float | None, bounds: tuple[float | None, float | None]
+) -> tuple[float | None, float | None, bool]:
+    """``[low, high]`` intersected with ``bounds`` (None: unbounded), and whether an end moved."""
+    if low is None or high is None:
+        return low, high, False
+    floor, ceiling = bounds
+    new_low = low if floor is None else max(low, floor)
+    new_high = high if ceiling is None else min(high, ceiling)
+    return new_low, new_high, (new_low, new_high) != (low, high)
 
 
 def build_leaderboard(records: Iterable[dict[str, Any]]) -> Leaderboard:
@@ -300,6 +324,7 @@ def _entry(track: str, model: str, runs: list[dict[str, Any]]) -> Entry:
         capabilities=tuple(sorted({str(c) for p in plugins for c in (p.get("capabilities") or [])})),
         configs=tuple(sorted({_canonical_json(p.get("config") or {}) for p in plugins})),
         metrics=metrics,
+        paths=tuple(record.get("_path") for record in runs),
     )
 
 

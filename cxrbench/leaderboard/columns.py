@@ -89,6 +89,42 @@ JOINT_SCORE_DECIMALS = 3
 CSV_SIGNIFICANT_DIGITS = 6
 
 
+#: The range each metric's value lies in, by the part of its name after ``loc_<group>_`` (localization) or
+#: before ``_<extractor>`` (fidelity); None = unbounded on that side. An interval is cut at these bounds:
+#: the true value lies in the range, so the cut interval covers it whenever the uncut one does.
+#: KID (an unbiased estimate that may fall below 0) and CNR (signed) are unbounded.
+METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "auc_roc": (0.0, 1.0),
+    "pointing_game": (0.0, 1.0),
+    "iou_gmm": (0.0, 1.0),
+    "miou_gmm": (0.0, 1.0),
+    "miou_biovil": (0.0, 1.0),
+    "bbox_iou": (0.0, 1.0),
+    "centre_distance": (0.0, 1.0),
+    "cnr_biovil": (0.0, None),
+    "fid": (0.0, None),
+    "precision": (0.0, 1.0),
+    "recall": (0.0, 1.0),
+    "ms_ssim_within_prompt": (0.0, 1.0),
+    "cond_auroc": (0.0, 1.0),
+    "cond_top1": (0.0, 1.0),
+}
+UNBOUNDED: tuple[None, None] = (None, None)
+
+
+def metric_range(name: str) -> tuple[float | None, float | None]:
+    """(low, high) bounds of a result metric's value (see :data:`METRIC_RANGES`); (None, None) if unknown."""
+    if name in METRIC_RANGES:
+        return METRIC_RANGES[name]
+    if name.startswith("loc_"):
+        base = name.removesuffix("_macro")
+        for key, bounds in METRIC_RANGES.items():
+            if base.endswith("_" + key):
+                return bounds
+        return UNBOUNDED
+    return METRIC_RANGES.get(name.split("_", 1)[0], UNBOUNDED)
+
+
 def metric_decimals(name: str) -> int:
     """Decimals a metric is printed with: its headline setting, else 2 for FID, 4 for KID, 3 otherwise."""
     if name in HEADLINE_BY_NAME:

@@ -1,7 +1,8 @@
 """The leaderboard's reader-facing text, shared by the markdown and HTML pages.
 
-Paragraphs are plain text in which ``backticks`` mark code; :func:`paragraph_to_html` escapes a paragraph
-and turns those spans into ``<code>`` elements.
+Paragraphs are plain text in which ``backticks`` mark code and ``*asterisks*`` emphasis (markdown's own
+syntax, so the markdown page uses them as they are); :func:`paragraph_to_html` escapes a paragraph and turns
+those spans into ``<code>`` and ``<em>`` elements.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import html
 import re
 
-#: The command that regenerates the committed leaderboard (CI runs it and diffs the output).
-GENERATED_BY = "cxrbench leaderboard --results leaderboard/results --out leaderboard"
+#: Named when the pages were rendered without the command that made them (the Python API).
+GENERATED_BY = "cxrbench leaderboard"
 
 TITLE = "cxrbench leaderboard"
 
@@ -31,8 +32,11 @@ HOW_TO_READ: tuple[str, ...] = (
     "entries: adding an entry can change the others' scores (never their Pareto ranks). An axis on which "
     "all entries are equal contributes 0.5.",
     "Intervals (95%): with one seed, that seed's bootstrap interval over test samples; with n >= 2 seeds, "
-    "mean +- t(0.975, n-1) * sd / sqrt(n) over the per-seed values (seed-to-seed variation). Ranks use the "
-    "means only: entries whose intervals overlap may not truly differ.",
+    "mean +- t(0.975, n-1) * sd / sqrt(n) over the per-seed values (seed-to-seed variation). Each interval "
+    "is then cut at the metric's range (AUC-ROC, pointing game, mIoU, MS-SSIM and conditional AUROC lie in "
+    "[0, 1], FID is at least 0): the true value lies in that range, so the cut interval covers it whenever "
+    "the uncut one does, and an end at 0.000 or 1.000 is such a cut. Ranks use the means only: entries "
+    "whose intervals overlap may not truly differ.",
     "Other columns: pointing game, CNR and mIoU (GMM threshold) of the finding word's map; EOS-token AUC-ROC "
     "(a value far from the finding word's, often below 0.5, means localization moved into the end-of-text "
     "token); MS-SSIM within each prompt's samples (lower = more diverse); conditional AUROC of the domain "
@@ -54,14 +58,35 @@ TOKEN_DIAGNOSTICS = (
     "moves localization out of the finding word into the EOS and context tokens."
 )
 
-NO_RESULTS = (
-    "No results yet. Add result files (`cxrbench run ...` writes them) to `leaderboard/results/` and "
-    f"regenerate with `{GENERATED_BY}`."
+#: Under the trade-off plot.
+FIGURE_CAPTION = (
+    "Fidelity against localization, one panel per track, axes fitted to the entries' means. The FID axis "
+    "is reversed, so the best corner is the top right. Blue: entries on the Pareto frontier (red step "
+    "line), grey: dominated entries; light bars: 95% intervals, cut at the frame where a triangle points "
+    "on; dotted: chance localization (AUC-ROC 0.5); dashed and dash-dotted grey: baselines. A letter "
+    "stands for a name that does not fit beside its point; the key under the panel says whose it is, and "
+    "lists reference lines that fall outside the frame."
 )
 
+
+def no_results(command: str) -> str:
+    return (
+        "No results yet. Add result files (`cxrbench run ...` writes them) to the results folder and "
+        f"regenerate with `{command}`."
+    )
+
+
+def regenerate_command(results: str, out: str, reports: tuple[str, ...] = ()) -> str:
+    """The ``cxrbench leaderboard`` command line with these paths (as the user typed them)."""
+    return f"cxrbench leaderboard --results {results} --out {out}" + "".join(f" --report {r}" for r in reports)
+
+
 _CODE_SPAN = re.compile(r"`([^`]+)`")
+_EMPHASIS = re.compile(r"\*([^*\s][^*]*)\*")
 
 
 def paragraph_to_html(text: str) -> str:
-    """Escape ``text`` for HTML and render its backtick spans as ``<code>``."""
-    return _CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text, quote=True))
+    """Escape ``text`` for HTML; render its backtick spans as ``<code>`` and ``*spans*`` as ``<em>``."""
+    parts = _CODE_SPAN.split(html.escape(text, quote=True))
+    return "".join(f"<code>{part}</code>" if i % 2 else _EMPHASIS.sub(r"<em>\1</em>", part)
+                   for i, part in enumerate(parts))
