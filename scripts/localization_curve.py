@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also score conditional AUROC and FID on N test prompts at each evaluation")
     parser.add_argument("--guidance", type=float, default=None, help="sampler guidance scale (default: the track's)")
     parser.add_argument("--timestep-sets", nargs="+", default=list(TIMESTEP_SETS), choices=list(TIMESTEP_SETS))
+    parser.add_argument("--save", type=Path, default=None, help="save the fitted model to this folder at the end")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         context = FitContext(seed=args.seed, workdir=Path(scratch), image_size=track.image_size, progress=on_step,
                              base=base)
         model.fit(data.train, budget, context)
+    if args.save:
+        model.save(args.save)
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "track": args.track, "dataset": params,
                                          "budget": dataclasses.asdict(budget), "options": options,
