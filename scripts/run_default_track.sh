@@ -15,7 +15,7 @@ JOBS=${JOBS:-2}
 RESULTS=${RESULTS:-runs/$TRACK/results}
 LEADERBOARD=${LEADERBOARD:-runs/$TRACK/leaderboard}
 REPORT=${REPORT:-}
-BASELINES="box-prior nearest-report"
+BASELINES="box-prior nearest-report real-images"
 MODELS="frozen-encoder learnable-encoder token-embedding lora-encoder partial-encoder \
 frozen-then-learnable learnable-then-frozen causal-encoder-frozen causal-encoder-learnable"
 "${PYTHON:-python3}" -m cxrbench run $BASELINES $MODELS --track "$TRACK" --seeds $SEEDS --jobs "$JOBS" --out "$RESULTS"

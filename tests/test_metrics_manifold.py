@@ -74,3 +74,71 @@ def test_precision_recall_input_checks():
         manifold.precision_recall_from_features(rng.normal(size=(10, 2)), rng.normal(size=(10, 3)))
     with pytest.raises(ValueError, match="positive integer"):
         manifold.precision_recall_from_features(rng.normal(size=(10, 2)), rng.normal(size=(10, 2)), k=0)
+
+
+# ------------------------------------------------------------------------------- sibling samples
+def brute_force_group_radii(points: np.ndarray, groups: np.ndarray, k: int) -> list[float]:
+    """Distance to the k-th nearest other group (each group at its nearest point), pair by pair."""
+    radii = []
+    for i in range(len(points)):
+        per_group = {}
+        for j in range(len(points)):
+            if groups[j] != groups[i]:
+                per_group[groups[j]] = min(per_group.get(groups[j], math.inf), math.dist(points[i], points[j]))
+        radii.append(sorted(per_group.values())[k - 1])
+    return radii
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_group_radii_count_only_other_groups_neighbours(k):
+    rng = np.random.default_rng(10 + k)
+    points = rng.normal(size=(24, 3))
+    groups = rng.permutation(np.repeat(np.arange(6), 4))  # any order of the rows
+    np.testing.assert_allclose(manifold.knn_radii(points, k, groups), brute_force_group_radii(points, groups, k),
+                               rtol=1e-12)
+    # One point per group is the paper's definition.
+    np.testing.assert_array_equal(manifold.knn_radii(points, k, np.arange(24)), manifold.knn_radii(points, k))
+
+
+def test_group_radii_need_k_points_outside_every_group():
+    points = np.random.default_rng(0).normal(size=(8, 2))
+    with pytest.raises(ValueError, match=r"\[1, 1\] for 8 points in 2 groups"):
+        manifold.knn_radii(points, 2, np.repeat([0, 1], 4))
+    with pytest.raises(ValueError, match="one group id per point"):
+        manifold.precision_recall_from_features(points, points, k=1, generated_groups=np.arange(3))
+
+
+def _simulated_recall(spread: float, groups: bool, rng_seed: int, dim: int = 16) -> float:
+    """Recall of 64 prompts x 4 samples drawn from the real distribution N(0, I): each sample is
+    sqrt(1 - spread^2) * (its prompt's centre) + spread * (its own noise), so every sample is N(0, I)
+    and ``spread`` sets how alike a prompt's samples are (1: independent, 0: four copies)."""
+    rng = np.random.default_rng(rng_seed)
+    real = rng.normal(size=(200, dim))
+    prompts = np.repeat(np.arange(64), 4)
+    centres, noise = rng.normal(size=(64, dim)), rng.normal(size=(256, dim))
+    generated = math.sqrt(1.0 - spread**2) * centres[prompts] + spread * noise
+    report = manifold.precision_recall_from_features(real, generated, k=3,
+                                                     generated_groups=prompts if groups else None)
+    return report["recall"]
+
+
+def test_recall_of_a_generator_sampling_the_real_distribution_does_not_depend_on_siblings():
+    # Mean over four seeded draws, so the comparison is not one draw's luck.
+    def recall(spread, groups=True):
+        return float(np.mean([_simulated_recall(spread, groups, seed) for seed in range(4)]))
+
+    independent = recall(1.0)
+    assert independent > 0.6
+    for spread in (0.5, 0.2, 0.0):
+        assert abs(recall(spread) - independent) < 0.05, spread
+    # Counting siblings as neighbours (the paper's definition applied to 4 samples per prompt) collapses.
+    assert recall(0.2, groups=False) < 0.05
+
+
+def test_recall_of_a_collapsed_generator_is_close_to_zero():
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(200, 16))
+    prompts = np.repeat(np.arange(64), 4)
+    generated = rng.normal(size=(1, 16)) + 0.05 * rng.normal(size=(256, 16))  # every prompt, one image
+    report = manifold.precision_recall_from_features(real, generated, k=3, generated_groups=prompts)
+    assert report["recall"] < 0.02

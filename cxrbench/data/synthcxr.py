@@ -718,8 +718,8 @@ def _draft_atelectasis(rng: np.random.Generator, a: Anatomy, side_index: int, dr
     if draft.pattern == "plate":  # plate-like (subsegmental): a thin, near horizontal band in any zone
         draft.zone = draft.site = _pick_weighted(rng, ZONES, (0.1, 0.2, 0.7))
         d, y = _sample_point(a, side_index, draft.zone, rng, margin=0.06)
-        g.update(d=d, y=y, length=_u(rng, 0.12, 0.22), thickness=_u(rng, 0.009, 0.016),
-                 angle=_u(rng, -0.3, 0.3), strength=_u(rng, 0.75, 0.9))
+        g.update(d=d, y=y, length=_u(rng, 0.12, 0.22), thickness=_u(rng, 0.01, 0.017),
+                 angle=_u(rng, -0.3, 0.3), strength=_u(rng, 0.8, 0.92))
     elif draft.pattern == "lower lobe":  # a dense wedge along the medial base; the dome rises
         draft.zone = "lower"
         g.update(lobar=1.0, top=_u(rng, 0.45, 0.6), width=_u(rng, 0.1, 0.16), strength=_u(rng, 0.6, 0.8))
@@ -727,7 +727,7 @@ def _draft_atelectasis(rng: np.random.Generator, a: Anatomy, side_index: int, dr
     else:  # a collapsed upper lobe: a dense wedge along the upper mediastinum, widest at the apex
         draft.zone = "upper"
         g.update(upper_lobe=1.0, bottom=_u(rng, 0.32, 0.45), width=_u(rng, 0.08, 0.13),
-                 strength=_u(rng, 0.6, 0.8))
+                 strength=_u(rng, 0.7, 0.85))
 
 
 def _draft_edema(rng: np.random.Generator, a: Anatomy, side_index: int, draft: _Draft,

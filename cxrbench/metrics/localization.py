@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from cxrbench.data.schema import Box, box_mask
+from cxrbench.metrics.gmm import GaussianMixture1D, fit_gaussian_mixture_1d
 
 __all__ = [
     "LOCALIZATION_METRICS",
@@ -45,10 +45,6 @@ __all__ = [
     "pointing_game",
 ]
 
-#: EM settings of :func:`fit_gaussian_mixture_1d` (documented defaults of the seed-style binarization).
-GMM_TOLERANCE = 1e-5
-GMM_MAX_ITERATIONS = 300
-GMM_VARIANCE_FLOOR = 1e-6
 #: Window of the mean filter that removes isolated pixels after GMM thresholding, and its border mode.
 SMOOTHING_SIZE = 3
 SMOOTHING_MODE = "nearest"
@@ -205,94 +201,13 @@ def pointing_game(heatmap: np.ndarray, mask: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------------- GMM binarization
-@dataclass(frozen=True)
-class GaussianMixture1D:
-    """A fitted two-component 1-D Gaussian mixture; components sorted by mean (low, high)."""
-
-    weights: tuple[float, float]
-    means: tuple[float, float]
-    variances: tuple[float, float]
-    n_iterations: int
-    converged: bool
-    mean_log_likelihood: float
-
-
-def fit_gaussian_mixture_1d(
-    values: np.ndarray,
-    tolerance: float = GMM_TOLERANCE,
-    max_iterations: int = GMM_MAX_ITERATIONS,
-    variance_floor: float = GMM_VARIANCE_FLOOR,
-) -> GaussianMixture1D | None:
-    """Fit a two-component Gaussian mixture to 1-D ``values`` by expectation-maximization.
-
-    Initialization is deterministic: the values are split at their mean; each part gives one
-    component's weight (its share), mean and variance. (Splitting at fixed quantiles instead would
-    put both initial means on the background value whenever the foreground covers less than the
-    quantile's share of the map, and EM could not separate them.) Each M-step adds
-    ``variance_floor`` to both variances (like scikit-learn's ``reg_covar``) so a component that
-    captures a single value stays finite. EM stops when the mean log-likelihood per value changes by
-    less than ``tolerance`` between iterations, or after ``max_iterations``.
-
-    Returns ``None`` for constant input (there is no second component).
-    """
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size == 0 or not np.all(np.isfinite(x)):
-        raise ValueError(f"`values` must be a non-empty finite array, but got {x.size} values with nan/inf")
-    if tolerance <= 0 or max_iterations < 1:
-        raise ValueError(
-            f"`tolerance` must be > 0 and `max_iterations` >= 1, but got {tolerance} and {max_iterations}"
-        )
-    split = x.mean()
-    low, high = x[x <= split], x[x > split]
-    if high.size == 0 or low.size == 0:
-        return None
-    n = x.size
-    weights = np.array([low.size / n, high.size / n])
-    means = np.array([low.mean(), high.mean()])
-    variances = np.array([low.var(), high.var()]) + variance_floor
-    previous = -np.inf
-    log_likelihood = -np.inf
-    converged = False
-    iteration = 0
-    tiny = np.finfo(np.float64).tiny
-    for iteration in range(1, max_iterations + 1):
-        # E-step in the log domain: log(w_k N(x | mu_k, var_k)) for both components.
-        deviation = x[None, :] - means[:, None]
-        log_joint = (
-            np.log(weights)[:, None]
-            - 0.5 * np.log(2.0 * np.pi * variances)[:, None]
-            - 0.5 * deviation**2 / variances[:, None]
-        )
-        log_total = np.logaddexp(log_joint[0], log_joint[1])
-        log_likelihood = float(log_total.mean())
-        responsibility = np.exp(log_joint - log_total[None, :])
-        # M-step.
-        mass = np.maximum(responsibility.sum(axis=1), tiny)
-        weights = mass / n
-        means = responsibility @ x / mass
-        variances = (responsibility * (x[None, :] - means[:, None]) ** 2).sum(axis=1) / mass + variance_floor
-        if abs(log_likelihood - previous) < tolerance:
-            converged = True
-            break
-        previous = log_likelihood
-    order = np.argsort(means)
-    return GaussianMixture1D(
-        weights=(float(weights[order[0]]), float(weights[order[1]])),
-        means=(float(means[order[0]]), float(means[order[1]])),
-        variances=(float(variances[order[0]]), float(variances[order[1]])),
-        n_iterations=iteration,
-        converged=converged,
-        mean_log_likelihood=log_likelihood,
-    )
-
-
 def gmm_threshold(heatmap: np.ndarray) -> float:
     """Seed binarization threshold (DESIGN.md "Metrics": IoU / mIoU, seed).
 
     Fit a two-component Gaussian mixture to the values of the min-max normalized map
-    (:func:`fit_gaussian_mixture_1d`: deterministic split-at-the-mean initialization, EM with
-    tolerance ``GMM_TOLERANCE`` on the mean log-likelihood and at most ``GMM_MAX_ITERATIONS``
-    iterations) and return the mean of the two component means, on the normalized [0, 1] scale.
+    (:func:`cxrbench.metrics.gmm.fit_gaussian_mixture_1d`: split-at-the-mean initialization,
+    SQUAREM-accelerated EM, then Newton steps until the threshold stops moving) and return the mean
+    of the two component means, on the normalized [0, 1] scale.
 
     Returns ``nan`` for a constant map.
     """

@@ -13,6 +13,15 @@ own set (the point itself excluded). Then:
 A point lies inside a manifold when its distance to some ball's centre is at most that ball's radius
 (``<=``, as in the authors' reference code, ``metrics/precision_recall.py`` of NVlabs/stylegan2-ada).
 Distances are Euclidean, in float64, from ``scipy.spatial.distance.cdist``. Pure numpy/scipy.
+
+**Siblings.** A track draws several samples per prompt. Samples of one prompt resemble each other far
+more than samples of different prompts, so with k = 3 and 4 samples per prompt a generated point's
+three nearest neighbours are its own siblings: its radius measures the spread *within* a prompt, the
+generated manifold shrinks to small balls around each prompt, and recall collapses even for a generator
+that samples the real distribution. ``groups`` fixes this: a point's neighbours are the *other groups*
+(prompts), each counted once at the distance of its nearest sample, so a radius is the distance to the
+k-th nearest other prompt: the scale at which the set's independent draws (one per prompt and more)
+sample the distribution. With one point per group this is the original definition.
 """
 
 from __future__ import annotations
@@ -32,22 +41,42 @@ DEFAULT_K = 3
 _BLOCK_ROWS = 1024
 
 
-def knn_radii(features: np.ndarray, k: int = DEFAULT_K) -> np.ndarray:
-    """Distance from each row of ``features`` to its ``k``-th nearest other row.
+def _as_groups(groups: np.ndarray | None, n: int, name: str) -> np.ndarray:
+    """One group id per point; ``None`` puts every point in a group of its own."""
+    if groups is None:
+        return np.arange(n)
+    array = np.asarray(groups).ravel()
+    if array.shape != (n,):
+        raise ValueError(f"`{name}` must hold one group id per point ({n}), but got {array.size}")
+    return array
 
-    The point itself is excluded (a duplicate of it counts as a neighbour at distance 0). Needs
-    ``k < N``.
+
+def knn_radii(features: np.ndarray, k: int = DEFAULT_K, groups: np.ndarray | None = None) -> np.ndarray:
+    """Distance from each row of ``features`` to its ``k``-th nearest other group.
+
+    ``groups[i]`` is the group (prompt) of row i. A row's distance to a group is its distance to that
+    group's nearest row; its own group, the row itself included, is never a neighbour, and every other group
+    counts once, however many rows it has. Without ``groups`` every row is its own group: the distance to
+    the k-th nearest other row, the paper's radius (a duplicate of it counts as a neighbour at distance 0).
+    Needs at least ``k`` groups besides each row's own.
     """
     points = np.asarray(features, dtype=np.float64)
     n = points.shape[0]
-    if not 1 <= k < n:
-        raise ValueError(f"`k` must lie in [1, {n - 1}] for {n} points, but got {k}")
+    labels = _as_groups(groups, n, "groups")
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    if not 1 <= k < starts.size:
+        raise ValueError(f"`k` must lie in [1, {starts.size - 1}] for {n} points in {starts.size} groups, but got {k}")
+    own = np.searchsorted(sorted_labels[starts], labels)
+    ordered_points = points[order]
     radii = np.empty(n, dtype=np.float64)
     for start in range(0, n, _BLOCK_ROWS):
-        distances = cdist(points[start:start + _BLOCK_ROWS], points)
-        # Index k of the partially sorted row is the (k+1)-th smallest distance: the point itself is
-        # the smallest (0), so this is its k-th nearest other point.
-        radii[start:start + _BLOCK_ROWS] = np.partition(distances, k, axis=1)[:, k]
+        block = slice(start, start + _BLOCK_ROWS)
+        nearest = np.minimum.reduceat(cdist(points[block], ordered_points), starts, axis=1)  # per group
+        nearest[np.arange(nearest.shape[0]), own[block]] = np.inf
+        # Index k - 1 of the partially sorted row is its distance to the k-th nearest other group.
+        radii[block] = np.partition(nearest, k - 1, axis=1)[:, k - 1]
     return radii
 
 
@@ -61,13 +90,18 @@ def within_manifold(queries: np.ndarray, centres: np.ndarray, radii: np.ndarray)
     return inside
 
 
-def precision_recall_from_features(real: np.ndarray, generated: np.ndarray, k: int = DEFAULT_K) -> dict[str, Any]:
+def precision_recall_from_features(
+    real: np.ndarray, generated: np.ndarray, k: int = DEFAULT_K, generated_groups: np.ndarray | None = None
+) -> dict[str, Any]:
     """Improved precision and recall (Kynkaanniemi et al., NeurIPS 2019) of two feature sets.
 
     Args:
         real: (N, D) features of real images.
         generated: (M, D) features of generated images (same extractor).
-        k: neighbourhood size of the manifold balls (default 3, the paper's); needs ``k < min(N, M)``.
+        k: neighbourhood size of the manifold balls (default 3, the paper's).
+        generated_groups: the prompt of each generated image (M ids). A generated image's radius then
+            counts neighbours among other prompts' images only (module docstring, "Siblings"); ``None``:
+            every image is independent, the paper's definition.
 
     Returns:
         ``{"precision", "recall", "k", "n_real", "n_generated", "generated_inside", "real_inside"}``:
@@ -76,7 +110,7 @@ def precision_recall_from_features(real: np.ndarray, generated: np.ndarray, k: i
         mean); the caller bootstraps over them for intervals.
 
     Raises:
-        ValueError: shapes differ, a set holds fewer than ``k + 1`` points, or values are not finite.
+        ValueError: shapes differ, a set has no ``k`` neighbours for some point, or values are not finite.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -87,14 +121,14 @@ def precision_recall_from_features(real: np.ndarray, generated: np.ndarray, k: i
     real_array, generated_array = _paired_features(real, generated)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"`k` must be a positive integer, but got {k!r}")
-    smallest = min(real_array.shape[0], generated_array.shape[0])
-    if k >= smallest:
+    if k >= real_array.shape[0]:
         raise ValueError(
             f"`k` must be smaller than both set sizes, but got k={k} with {real_array.shape[0]} real and "
             f"{generated_array.shape[0]} generated samples"
         )
+    groups = _as_groups(generated_groups, generated_array.shape[0], "generated_groups")
     generated_inside = within_manifold(generated_array, real_array, knn_radii(real_array, k))
-    real_inside = within_manifold(real_array, generated_array, knn_radii(generated_array, k))
+    real_inside = within_manifold(real_array, generated_array, knn_radii(generated_array, k, groups))
     return {
         "precision": float(generated_inside.mean()),
         "recall": float(real_inside.mean()),
