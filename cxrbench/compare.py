@@ -87,6 +87,7 @@ def compare_models(results_dir: Path, model_a: str, model_b: str, track: str, se
                 per_seed.append(float(np.nanmean(d)) if chosen.any() and not np.isnan(d).all() else float("nan"))
             _, low, high = _t_interval(per_seed)
             row["seed_ci_low"], row["seed_ci_high"] = low, high
+            row["detectable"] = _half_width(low, high)
             if _verdict(row["a_minus_b"], low, high, higher) != row["verdict"] and row["verdict"] in ("A better", "B better"):
                 row["verdict"] = "no clear difference across seeds"
         rows.append(row)
@@ -98,9 +99,22 @@ def compare_models(results_dir: Path, model_a: str, model_b: str, track: str, se
             continue
         higher = a_runs[0][0]["metrics"].get(metric, {}).get("higher_is_better", True)
         mean, low, high = _t_interval(diffs)
-        rows.append(_row(metric, float(np.nanmean(a_vals)), float(np.nanmean(b_vals)), mean, low, high,
-                         len(seeds), "seeds (t-interval)", higher))
+        row = _row(metric, float(np.nanmean(a_vals)), float(np.nanmean(b_vals)), mean, low, high,
+                   len(seeds), "seeds (t-interval)", higher)
+        row["detectable"] = _half_width(low, high)
+        rows.append(row)
     return rows
+
+
+def _half_width(low: float | None, high: float | None) -> float | None:
+    """The smallest |A - B| the seeds' t-interval could have called at the spread it saw: its half-width.
+
+    A mean difference larger than this, with the same seed-to-seed spread of the differences, gives an
+    interval that excludes zero; a smaller one cannot, however many test samples each seed has.
+    """
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return (high - low) / 2.0
 
 
 def _f(x: Any) -> float:
@@ -137,8 +151,9 @@ def comparison_table(rows: list[dict[str, Any]], model_a: str, model_b: str) -> 
             return "-", interval(r["ci_low"], r["ci_high"])
         return interval(r["ci_low"], r["ci_high"]), interval(r.get("seed_ci_low"), r.get("seed_ci_high"))
 
-    body = [[r["metric"], fmt(r["a"]), fmt(r["b"]), fmt(r["a_minus_b"]), *samples_and_seeds(r), r["n"],
-             "higher" if r["higher_is_better"] else "lower", r["verdict"]] for r in rows]
+    body = [[r["metric"], fmt(r["a"]), fmt(r["b"]), fmt(r["a_minus_b"]), *samples_and_seeds(r),
+             fmt(r.get("detectable")), r["n"], "higher" if r["higher_is_better"] else "lower", r["verdict"]]
+            for r in rows]
     headers = ["metric", f"A: {model_a}", f"B: {model_b}", "A - B", "95% interval, samples",
-               "95% interval, seeds", "n", "better", "verdict"]
+               "95% interval, seeds", "detectable across seeds", "n", "better", "verdict"]
     return tabulate(body, headers=headers, tablefmt="github")

@@ -74,6 +74,7 @@ def test_localization_difference_gets_a_seed_interval_and_needs_it_for_a_verdict
     assert "seed_ci_low" not in single["loc_word_auc_roc"]
     table = comparison_table(list(rows.values()), "dummy", "inverted-prior")
     assert "95% interval, seeds" in table and "95% interval, samples" in table
+    assert "detectable across seeds" in table
 
 
 def test_samples_alone_do_not_decide_when_seeds_disagree(monkeypatch):
@@ -97,3 +98,9 @@ def test_samples_alone_do_not_decide_when_seeds_disagree(monkeypatch):
     assert row["seed_ci_low"] < 0 < row["seed_ci_high"]  # two seeds, 0.4 and 0.05: t-interval spans 0
     assert row["verdict"] == "no clear difference across seeds"
     assert np.isclose(row["a_minus_b"], (0.4 + 0.05) / 2)
+    # the smallest difference two seeds with this spread could call: the t-interval's half-width,
+    # t(0.975, 1) * sd / sqrt(2) with sd of (0.4, 0.05)
+    from scipy import stats
+    expected = stats.t.ppf(0.975, 1) * np.std([0.4, 0.05], ddof=1) / np.sqrt(2)
+    assert np.isclose(row["detectable"], expected)
+    assert row["detectable"] > abs(row["a_minus_b"])  # hence no verdict across seeds

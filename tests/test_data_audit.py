@@ -146,8 +146,9 @@ def test_cli_prints_both_sides_and_says_when_the_real_table_is_missing(monkeypat
     assert cli.main(["data", "audit", "--n-train", "80", "--n-test", "16", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "| Pneumothorax" in out and "| all" in out and "n_train=80" in out
+    assert "| synthcxr n" in out  # the dataset's own name heads its columns, not a class's
     if nih_table_path() is not None:
-        assert "| Effusion" in out and "| 984" in out and "minus ChestX-ray14" in out
+        assert "| Effusion" in out and "| 984" in out and "synthcxr minus ChestX-ray14" in out
     monkeypatch.setattr(audit, "nih_table_path", lambda: None)
     assert cli.main(["data", "audit", "--n-train", "80", "--n-test", "0"]) == 0
     out = capsys.readouterr().out

@@ -424,3 +424,14 @@ def test_token_diagnostics_table_lists_each_reported_group_with_intervals(tmp_pa
     tokens = page.split('<table class="sortable tokens">', 1)[1].split("</table>", 1)[0]
     assert tokens.count("<tr") == 1 + 4 and "EOS token" in tokens
     assert '<span class="ci">[0.350, 0.470]</span>' in tokens
+
+
+def test_pages_state_the_fid_sample_sizes_of_a_track():
+    from cxrbench.leaderboard.explanation import fid_sample_sizes
+    from cxrbench.protocol import TRACKS
+
+    default = TRACKS["default"]
+    n_generated = default.prompts_for_generation * default.samples_per_prompt
+    text = fid_sample_sizes(default)
+    assert f"{default.dataset.params['n_test']} held-out real images against {n_generated} generated" in text
+    assert fid_sample_sizes(TRACKS["paper"]) is None  # a real dataset's test split has no fixed size

@@ -287,10 +287,10 @@ def format_box_prior_audit(audit: dict[str, object], name: str = "SynthCXR") -> 
     for cls in FINDING_CLASSES:
         labels = [label for label, c in NIH_PRIOR_CLASSES.items() if c == cls] or [None]
         for k, label in enumerate(labels):
-            name = label if label in NIH_MATCHED or label is None else f"{label} (shown, not matched)"
+            shown = label if label in NIH_MATCHED or label is None else f"{label} (shown, not matched)"
             first = k == 0
             rows.append([cls if first else "", *(_cells(ours.get(cls)) if first else ["", "", ""]),
-                         name or "-", *_cells(nih.get(label) if label else None),
+                         shown or "-", *_cells(nih.get(label) if label else None),
                          *(_cells(base.get(cls)) if first else ["", "", ""])])
     matched = [NIH_PRIOR_CLASSES[label] for label in NIH_MATCHED]
     rows.append(["matched classes", *_cells(pooled(ours, matched)), "matched labels",

@@ -47,7 +47,13 @@ HOW_TO_READ: tuple[str, ...] = (
     "neither image nor prompt: an attention map localizes beyond the data's spatial prior only where it "
     "beats this row. *nearest training image* answers every prompt with a real training image whose report "
     "is closest to it (TF-IDF cosine): its FID is what copying the training set scores, the fidelity floor "
-    "a generator is measured against; it has no attention, so no localization.",
+    "a generator is measured against; it has no attention, so no localization. *random training image* "
+    "answers every request with a real training image drawn at random by the request's seed, ignoring the "
+    "prompt: its FID is the real-vs-real floor, the FID two disjoint real sets of the track's sizes score, "
+    "under which an FID difference means nothing; its conditional AUROC is chance.",
+    "FID and KID depend on the sample sizes: every value is computed on the track's held-out real images "
+    "against its generated images (prompts x samples per prompt), and each result states both numbers in "
+    "the metric's note. Compare FIDs within a track only.",
 )
 
 #: Introduces the token-diagnostics table of each track.
@@ -67,6 +73,17 @@ FIGURE_CAPTION = (
     "stands for a name that does not fit beside its point; the key under the panel says whose it is, and "
     "lists reference lines that fall outside the frame."
 )
+
+
+def fid_sample_sizes(track: object) -> str | None:
+    """The sample sizes a track's FID and KID are computed on, from its definition (``None`` when its
+    dataset does not fix the number of test studies)."""
+    n_real = track.dataset.params.get("n_test")
+    if n_real is None:
+        return None
+    n_generated = track.prompts_for_generation * track.samples_per_prompt
+    return (f"FID and KID of this track: {n_real} held-out real images against {n_generated} generated "
+            f"({track.prompts_for_generation} prompts x {track.samples_per_prompt} samples).")
 
 
 def no_results(command: str) -> str:

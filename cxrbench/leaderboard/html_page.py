@@ -36,6 +36,7 @@ from cxrbench.leaderboard.explanation import (
     INTRODUCTION,
     TITLE,
     TOKEN_DIAGNOSTICS,
+    fid_sample_sizes,
     no_results,
     paragraph_to_html,
 )
@@ -380,6 +381,9 @@ def _track_section(track: TrackBoard, links: PageLinks) -> list[str]:
         f"<code>{escape(', '.join(track.hashes))}</code>; {n_entries} entr{'y' if n_entries == 1 else 'ies'}, "
         f"{n_failed} failed run{'' if n_failed == 1 else 's'}.</p>"
     )
+    sizes = None if definition is None else fid_sample_sizes(definition)
+    if sizes:
+        parts.append(f'<p class="muted">{escape(sizes)}</p>')
     parts += [
         f"<p>{link(href, f'Attention report of track {track.name}')}: where each model's finding word "
         "and end-of-text token look, per class.</p>"

@@ -30,6 +30,7 @@ from cxrbench.leaderboard.explanation import (
     INTRODUCTION,
     TITLE,
     TOKEN_DIAGNOSTICS,
+    fid_sample_sizes,
     no_results,
 )
 from cxrbench.leaderboard.links import PageLinks
@@ -138,6 +139,9 @@ def _track_section(track: TrackBoard, links: PageLinks) -> list[str]:
         f"{len(track.failed)} failed run{'' if len(track.failed) == 1 else 's'}.",
         "",
     ]
+    sizes = None if definition is None else fid_sample_sizes(definition)
+    if sizes:
+        lines += [sizes, ""]
     lines += [f"{markdown_link(href, 'Attention report')} of this track: where each model's finding word and "
               "end-of-text token look, per class.\n" for href in links.reports_of(track.name)]
     if not track.entries:
