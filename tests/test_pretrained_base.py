@@ -103,3 +103,26 @@ def test_the_base_is_part_of_the_track_hash(tmp_path):
     other = dataclasses.replace(smoke, base=dataclasses.replace(base, sha256="e" * 64))
     assert len({smoke.hash, with_base.hash, other.hash}) == 3
     assert base_manifest(base)["image_size"] == SIZE
+
+
+def test_the_shipped_default_base_is_the_one_the_track_names_and_every_builtin_unet_fits_it(monkeypatch):
+    """The committed weights match the default track's sha256 and load offline into the default UNet."""
+    track = get_track("default")
+    assert track.base is not None and track.base.name == "synthcxr-base-anatomy"
+    path = check_base(track.base, "track 'default'")
+    assert path.is_file() and file_sha256(path) == track.base.sha256
+    manifest = base_manifest(track.base)
+    assert manifest["image_size"] == track.image_size and manifest["corpus"]["dataset"] == "synthcxr-base"
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    model = DiffusionModel({})  # the built-in strategies' UNet: DiffusionOptions' defaults
+    model.build(track.image_size, "cpu")
+    model.start_from_base(track.base)
+    from safetensors.torch import load_file
+
+    shipped = load_file(str(path))
+    for name, weight in model.unet.state_dict().items():
+        assert torch.equal(weight, shipped[name]), name
