@@ -172,8 +172,15 @@ def test_committed_default_track_plot_reads_at_its_spread():
     left, right = axes.get_xlim()
     assert left - right == pytest.approx((max(fids) - min(fids)) * (1 + 2 * FRAME_PAD))  # about 5.7, not 50
     key = key_lines(figure)
-    assert "baseline: box prior (train): AUC-ROC 0.934, above the frame" in key
-    assert "baseline: nearest training image: FID 2.00, right of the frame" in key
+    # the baselines lie outside the frame fitted to the entries (above it: a higher AUC; right of it: a
+    # lower FID on the reversed axis), so the key lists them with their values
+    baselines = {e.baseline: e for e in board.track("default").baselines}
+    prior = baselines["box prior (train)"].value("loc_word_auc_roc")
+    nearest = baselines["nearest training image"].value("fid_domain")
+    bottom, top = axes.get_ylim()
+    assert prior > top and nearest < right
+    assert f"baseline: box prior (train): AUC-ROC {prior:.3f}, above the frame" in key
+    assert f"baseline: nearest training image: FID {nearest:.2f}, right of the frame" in key
 
 
 def test_intervals_are_cut_at_the_metric_range():
