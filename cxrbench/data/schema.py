@@ -25,7 +25,7 @@ NO_FINDING = "No Finding"
 #: Classifier label order: the eight findings, then No Finding.
 ALL_LABELS: tuple[str, ...] = FINDING_CLASSES + (NO_FINDING,)
 
-#: Query words per class for attention localization (DESIGN.md, after the seed paper): a prompt word
+#: Query words per class for attention localization (after the seed paper): a prompt word
 #: matches when one of these is a case-insensitive substring of it.
 QUERY_WORDS: dict[str, tuple[str, ...]] = {
     "Atelectasis": ("atelectasis", "atelectatic"),

@@ -9,7 +9,7 @@ Submodules load on first use, so ``import cxrbench.metrics`` costs no more than 
   evaluator; Inception-V3 and torchxrayvision DenseNet-121 from local weights).
 - :mod:`cxrbench.metrics.stats`: bootstrap intervals, per-class / macro aggregation, paired differences.
 
-Definitions: DESIGN.md, section "Metrics", and docs/metrics.md.
+Definitions: docs/metrics.md.
 """
 
 from __future__ import annotations

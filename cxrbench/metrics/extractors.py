@@ -1,5 +1,5 @@
 """Published feature extractors with weights from local files: Inception-V3 (pytorch-fid) and
-torchxrayvision's DenseNet-121 (DESIGN.md "Metrics": FID with named feature extractors).
+torchxrayvision's DenseNet-121 (docs/metrics.md: FID with named feature extractors).
 
 Nothing here downloads. pytorch-fid's ``InceptionV3`` and torchxrayvision's ``DenseNet(weights=...)``
 both fetch their weights from a URL when built; this module builds the same architectures with random

@@ -1,6 +1,6 @@
 """Fidelity metrics: how close generated images are to held-out real ones, how diverse, how on-prompt.
 
-Definitions follow DESIGN.md, section "Metrics" (fidelity, generated vs held-out real images). The
+Definitions follow docs/metrics.md (fidelity, generated vs held-out real images). The
 functions here take features or images that the caller has already computed (feature extractors live
 in ``cxrbench.metrics.evaluator`` and ``cxrbench.metrics.extractors``; precision and recall in
 ``cxrbench.metrics.manifold``) and are pure numpy/scipy, except the MS-SSIM diversity score, which
@@ -36,7 +36,7 @@ __all__ = [
 def frechet_distance(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
 ) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (DESIGN.md "Metrics": FID).
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (docs/metrics.md: FID).
 
     ``d^2 = |mu1 - mu2|^2 + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2))`` (Heusel et al., NeurIPS
     2017), computed the way ``pytorch_fid.fid_score.calculate_frechet_distance`` does, so values agree
@@ -97,7 +97,7 @@ def _paired_features(real: Any, generated: Any) -> tuple[np.ndarray, np.ndarray]
 
 
 def fid_from_features(real: np.ndarray, generated: np.ndarray) -> dict[str, Any]:
-    """FID between two feature sets (DESIGN.md "Metrics": FID): :func:`frechet_distance` of their Gaussians.
+    """FID between two feature sets (docs/metrics.md: FID): :func:`frechet_distance` of their Gaussians.
 
     Means and covariances (``np.cov(..., rowvar=False)``, ddof=1) are taken in float64. Returns
     ``{"value", "n_real", "n_generated", "feature_dim", "rank_deficient", "note"}``;
@@ -157,7 +157,7 @@ def kid_from_features(
     coef0: float = 1.0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Kernel Inception Distance (Binkowski et al., ICLR 2018; DESIGN.md "Metrics": KID).
+    """Kernel Inception Distance (Binkowski et al., ICLR 2018; docs/metrics.md: KID).
 
     The unbiased estimate of the squared MMD with the polynomial kernel
     ``k(x, y) = (gamma <x, y> + coef0) ** degree`` (``gamma`` defaults to 1/D):
@@ -249,7 +249,7 @@ def _as_sample_set(samples: Any, index: int) -> np.ndarray:
 def ms_ssim_within_prompt(
     sample_sets: Sequence[np.ndarray], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> dict[str, Any]:
-    """Diversity of the samples of each prompt as mean pairwise MS-SSIM (DESIGN.md "Metrics").
+    """Diversity of the samples of each prompt as mean pairwise MS-SSIM (docs/metrics.md).
 
     For each prompt's set of ``K >= 2`` samples (a (K, H, W) array in [0, 1]), MS-SSIM (Wang et al.,
     2003; ``torchmetrics.functional.image.multiscale_structural_similarity_index_measure`` with
@@ -315,7 +315,7 @@ def ms_ssim_within_prompt(
 def conditional_accuracy(
     probabilities: np.ndarray, prompted_labels: Sequence[Sequence[str]]
 ) -> dict[str, Any]:
-    """Does the evaluator classifier see the prompted finding in the generated image? (DESIGN.md "Metrics")
+    """Does the evaluator classifier see the prompted finding in the generated image? (docs/metrics.md)
 
     ``probabilities`` is the evaluator's (N, 9) output over ``ALL_LABELS`` for N generated images;
     ``prompted_labels[i]`` the labels the prompt of image i states (an empty tuple means No Finding).

@@ -1,6 +1,6 @@
 """Localization metrics: how well a heatmap points at the boxes of a report phrase.
 
-Definitions follow DESIGN.md, section "Metrics" (localization, per (image, phrase)). Every function
+Definitions follow docs/metrics.md (localization, per (image, phrase)). Every function
 scores one (image, phrase) pair:
 
 - ``heatmap`` is a finite float (H, W) array at the resolution of the image; the caller resizes it.
@@ -119,7 +119,7 @@ def binary_auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def auc_roc(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """Pixel-wise ROC AUC of the map against the ground-truth mask (DESIGN.md "Metrics": AUC-ROC).
+    """Pixel-wise ROC AUC of the map against the ground-truth mask (docs/metrics.md: AUC-ROC).
 
     Every pixel is one sample, the map value its score and ``mask`` its label. The value is exact
     (:func:`binary_auroc`, ties counted one half as in the Mann-Whitney statistic), not binned, and
@@ -143,7 +143,7 @@ def _ratio(contrast: float, noise: float, zero_over_zero: float) -> float:
 
 
 def cnr(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """Contrast-to-noise ratio, seed definition (DESIGN.md "Metrics": CNR), signed.
+    """Contrast-to-noise ratio, seed definition (docs/metrics.md: CNR), signed.
 
     ``(mean_in - mean_out) / sqrt(var_in + var_out)`` over the min-max normalized map, ``in`` the
     pixels of the mask (union of the phrase's boxes), ``out`` all others. The variances are the
@@ -163,7 +163,7 @@ def cnr(heatmap: np.ndarray, mask: np.ndarray) -> float:
 
 
 def cnr_biovil(heatmap: np.ndarray, box_masks: Sequence[np.ndarray]) -> float:
-    """Contrast-to-noise ratio as BioViL reports it (DESIGN.md "Metrics": BioViL CNR), unsigned.
+    """Contrast-to-noise ratio as BioViL reports it (docs/metrics.md: BioViL CNR), unsigned.
 
     For each box separately: ``|mean_in - mean_out| / sqrt(var_in + var_out)`` with population
     variances (ddof=0), ``in`` the pixels of that box and ``out`` every other pixel (other boxes of
@@ -192,7 +192,7 @@ def cnr_biovil(heatmap: np.ndarray, box_masks: Sequence[np.ndarray]) -> float:
 def pointing_game(heatmap: np.ndarray, mask: np.ndarray) -> float:
     """Pointing game (top-1): 1.0 if the map's maximum lies inside the mask, else 0.0.
 
-    DESIGN.md "Metrics": pointing game. Ties are broken by taking the *first* maximum in row-major
+    docs/metrics.md: pointing game. Ties are broken by taking the *first* maximum in row-major
     order (``numpy.argmax`` of the flattened map), so a constant map points at pixel (0, 0).
     """
     values = _as_heatmap(heatmap)
@@ -202,7 +202,7 @@ def pointing_game(heatmap: np.ndarray, mask: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------------- GMM binarization
 def gmm_threshold(heatmap: np.ndarray) -> float:
-    """Seed binarization threshold (DESIGN.md "Metrics": IoU / mIoU, seed).
+    """Seed binarization threshold (docs/metrics.md: IoU / mIoU, seed).
 
     Fit a two-component Gaussian mixture to the values of the min-max normalized map
     (:func:`cxrbench.metrics.gmm.fit_gaussian_mixture_1d`: split-at-the-mean initialization,
@@ -226,7 +226,7 @@ def _binarize_at(normalized: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def gmm_binarize(heatmap: np.ndarray) -> np.ndarray:
-    """Seed binarization of a map (DESIGN.md "Metrics": IoU / mIoU, seed).
+    """Seed binarization of a map (docs/metrics.md: IoU / mIoU, seed).
 
     Pixels of the normalized map strictly above :func:`gmm_threshold` become foreground; the binary
     map then goes through a 3x3 mean filter (``scipy.ndimage.uniform_filter``, ``mode="nearest"``:
@@ -254,7 +254,7 @@ def _iou_pair(binary: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def iou_gmm(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """IoU and mIoU of the GMM-binarized map (seed definition, DESIGN.md "Metrics": IoU / mIoU).
+    """IoU and mIoU of the GMM-binarized map (seed definition, docs/metrics.md: IoU / mIoU).
 
     ``iou`` is the foreground IoU of :func:`gmm_binarize` against the mask; ``miou`` is
     ``(IoU_foreground + IoU_background) / 2``, the background IoU taken between the complements.
@@ -268,7 +268,7 @@ def iou_gmm(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float]:
 def miou_biovil(
     heatmap: np.ndarray, mask: np.ndarray, thresholds: Sequence[float] = BIOVIL_THRESHOLDS
 ) -> float:
-    """BioViL's mIoU (DESIGN.md "Metrics"): mean over thresholds of the IoU of ``map > t`` with the mask.
+    """BioViL's mIoU (docs/metrics.md): mean over thresholds of the IoU of ``map > t`` with the mask.
 
     The map is min-max normalized first; ``thresholds`` default to 0.1, 0.2, 0.3, 0.4, 0.5. A
     threshold whose union is empty contributes ``nan`` and is skipped in the mean. Not the seed's
@@ -325,7 +325,7 @@ def _component_centre_distance(binary: np.ndarray, box: Box) -> float:
 
 
 def bbox_iou(heatmap: np.ndarray, box: Box) -> float:
-    """IoU of the ground-truth box with the box around the map's largest blob (DESIGN.md: bbox IoU).
+    """IoU of the ground-truth box with the box around the map's largest blob (docs/metrics.md: bbox IoU).
 
     The map is binarized by :func:`gmm_binarize`; the predicted box is the tight bounding rectangle
     of its largest 8-connected component (:func:`largest_component`); both boxes are rasterized on

@@ -1,6 +1,6 @@
 """Bootstrap statistics: confidence intervals, per-class and macro aggregation, paired differences.
 
-DESIGN.md "Metrics": aggregate per class, then macro over classes, and overall; bootstrap 95%
+docs/metrics.md: aggregate per class, then macro over classes, and overall; bootstrap 95%
 intervals. All intervals are percentile bootstrap intervals (Efron & Tibshirani, "An Introduction to
 the Bootstrap", 1993, ch. 13): resample the values with replacement ``n_boot`` times, compute the
 statistic on each resample, and take the ``alpha/2`` and ``1 - alpha/2`` percentiles (numpy's
@@ -145,7 +145,7 @@ def aggregate_by_class(
 ) -> dict[str, dict[str, Any]]:
     """Per-class, macro and overall means of per-sample scores, each with a bootstrap interval.
 
-    DESIGN.md "Metrics": aggregate per class, then macro over classes, and overall. Each record is
+    docs/metrics.md: aggregate per class, then macro over classes, and overall. Each record is
     one scored (image, phrase) pair: ``{"label": <class>, <metric>: <float>, ...}``; a ``nan`` score
     is left out of every statistic of that metric. For each name in ``metric_names`` the result holds::
 
