@@ -99,6 +99,8 @@ def _rederive_localization(data: dict[str, Any], path: Path, recomputed: Scores,
         return []
     if not name:
         return [f"{path}: names no per-sample file (per_sample_file), so {_listed(stored)} cannot be re-derived"]
+    if Path(name).name != name:
+        return [f"{path}: per_sample_file must name a file beside the result, but got {name!r}"]
     samples = path.with_name(name)
     if not samples.is_file():
         return [f"{path}: its per-sample file {samples} is missing, so {_listed(stored)} cannot be re-derived"]
@@ -141,6 +143,8 @@ def _shipped_features(data: dict[str, Any], path: Path, stored: list[str]) -> tu
     if not name:
         return None, [(f"{path}: names no features file (features_file; a run writes {expected}), so "
                        f"{_listed(stored)} cannot be re-derived")]
+    if Path(name).name != name:
+        return None, [f"{path}: features_file must name a file beside the result, but got {name!r}"]
     features = path.with_name(name)
     if not features.is_file():
         return None, [(f"{path}: its features file {features} is missing, so {_listed(stored)} cannot be "

@@ -81,7 +81,7 @@ def test_untouched_result_passes(shipped, capsys):
     ("fid_domain", "value"),
     ("kid_domain", "ci_high"),
     ("precision_domain", "value"),
-    ("cond_auroc", "value"),
+    ("cond_top1", "value"),
 ])
 def test_validate_refuses_a_hand_edited_figure_naming_metric_stored_and_rederived_value(results, capsys,
                                                                                       metric, field):
