@@ -110,11 +110,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(o.status == "ok" for o in outcomes) else 1
 
 
-#: Files a run writes beside its result JSON; `validate` checks the result, not these.
-COMPANION_SUFFIXES = (".samples.jsonl", ".maps.npz")
+#: Files a run writes beside its result JSON; `validate` re-derives the result's figures from them, and
+#: skips them when they are named on the command line.
+COMPANION_SUFFIXES = (".samples.jsonl", ".maps.npz", ".features.npz")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from cxrbench.rederive import rederivation_errors
     from cxrbench.results import load_result, validation_errors
 
     bad = 0
@@ -129,7 +131,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{path}: INVALID\n  - no result {result.name} beside it", file=sys.stderr)
             continue
         try:
-            problems = validation_errors(load_result(Path(path)))
+            data = load_result(Path(path))
+            problems = validation_errors(data) or rederivation_errors(data, Path(path))
         except CxrbenchError as exc:
             problems = [str(exc)]
         if problems:
@@ -142,11 +145,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from cxrbench.leaderboard import check_leaderboard, render_leaderboard
-    from cxrbench.results import load_results_dir
+    from cxrbench.rederive import load_reproducible_results
 
     from cxrbench.leaderboard.explanation import regenerate_command
 
-    records = load_results_dir(Path(args.results))
+    records = load_reproducible_results(Path(args.results))
     command = regenerate_command(args.results, args.out, tuple(args.report))
     options = {"command": command, "report_dirs": [Path(r) for r in args.report]}
     if args.check:
@@ -250,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write training checkpoints every STEPS steps; an interrupted fit resumes from the latest")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check result files against the schema and their track's hash")
+    p = sub.add_parser("validate", help="check result files against the schema and their track's hash, and "
+                       "re-derive their figures from the per-sample and features files beside them")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_validate)
 

@@ -19,7 +19,9 @@ One result JSON per (model, track, seed). Shape (schema version 1)::
       "metrics": {NAME: {"value": float|null, "ci_low": float|null, "ci_high": float|null, "n": int,
                          "higher_is_better": bool, "note": str (optional)}},
       "per_class": {NAME: {CLASS: {"value", "ci_low", "ci_high", "n"}}},
-      "per_sample_file": "<file name beside this one>.samples.jsonl" | null
+      "per_sample_file": "<file name beside this one>.samples.jsonl" | null,
+      "features_file": "<file name beside this one>.features.npz" (optional; a run that generates),
+      "features_sha256": str (with features_file)
     }
 
 Metric names: ``loc_<group>_<metric>`` for localization (group in TOKEN_GROUPS, metric in the keys of
@@ -30,7 +32,9 @@ model cannot have (no capability, extractor unavailable) has value null and a no
 appears in JSON: it is written as null.
 
 The per-sample file is JSON lines, one line per (test sample, finding):
-``{"sample_id", "label", "phrase", "metrics": {NAME: float|null}}``.
+``{"sample_id", "label", "phrase", "metrics": {NAME: float|null}}``. The features file holds float32 arrays
+``features/<extractor>`` and ``probabilities/domain``; ``cxrbench.rederive`` recomputes the figures from
+both files (docs/results.md).
 """
 
 from __future__ import annotations

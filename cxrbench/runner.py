@@ -33,6 +33,7 @@ from cxrbench.errors import ProtocolError, ResultError
 from cxrbench.model import GENERATE, LOCALIZE, FitContext, LocalizationQuery, Model
 from cxrbench.pretrained import check_base
 from cxrbench.protocol import Track, derive_seed
+from cxrbench.rederive import write_features_file
 from cxrbench.registry import ModelEntry, Registry, get_registry
 from cxrbench.report import maps_path_for, save_report_maps
 from cxrbench.results import (
@@ -379,6 +380,8 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
         atomic_write_text(samples_path, "".join(json.dumps(json_safe(line), sort_keys=True) + "\n"
                                                 for line in scores.per_sample))
         record["per_sample_file"] = samples_path.name
+        if scores.features:  # what fidelity was computed from, so that `cxrbench validate` can re-derive it
+            record.update(write_features_file(result_path, scores.features))
     except Exception as exc:
         if not procs.is_main:  # the main process records the failure (another process's as a RemoteError)
             return broadcast_from_main(None)

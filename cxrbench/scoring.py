@@ -36,6 +36,10 @@ class Scores:
     per_class: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     per_sample: list[dict[str, Any]] = field(default_factory=list)
     evaluators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: What fidelity was computed from, shipped beside the result (``cxrbench.rederive``): float32 arrays
+    #: ``features/<extractor>`` (generated images' features) and ``probabilities/domain`` (the domain
+    #: evaluator's outputs on them).
+    features: dict[str, np.ndarray] = field(default_factory=dict)
 
     def put(self, name: str, stat: dict[str, Any], higher_is_better: bool, note: str | None = None) -> None:
         entry = {
@@ -68,8 +72,7 @@ def score_localization(
     seed: int,
 ) -> None:
     """Score every query's maps against the union of its finding's boxes."""
-    from cxrbench.metrics.localization import LOCALIZATION_METRICS, localization_scores
-    from cxrbench.metrics.stats import aggregate_by_class
+    from cxrbench.metrics.localization import localization_scores
 
     if len(maps) != len(queries):
         raise PluginError(f"localize returned {len(maps)} map sets for {len(queries)} queries")
@@ -97,8 +100,20 @@ def score_localization(
         line["metrics"] = metric_values
         scores.per_sample.append(line)
         records.append({"label": query.label, **metric_values})
+    aggregate_localization(scores, records, groups_seen, seed)
 
-    names = [f"loc_{g}_{m}" for g in TOKEN_GROUPS if g in groups_seen for m in LOCALIZATION_METRICS]
+
+def aggregate_localization(scores: Scores, records: Sequence[dict[str, Any]], groups: Iterable[str], seed: int) -> None:
+    """Overall, macro and per-class statistics of per-(sample, finding) scores of the token ``groups``.
+
+    Each record is ``{"label": <class>, "loc_<group>_<metric>": float, ...}``: the lines of a result's
+    per-sample file; ``cxrbench.rederive`` calls this on them to re-derive a result's figures.
+    """
+    from cxrbench.metrics.localization import LOCALIZATION_METRICS
+    from cxrbench.metrics.stats import aggregate_by_class
+
+    groups = set(groups)
+    names = [f"loc_{g}_{m}" for g in TOKEN_GROUPS if g in groups for m in LOCALIZATION_METRICS]
     aggregates = aggregate_by_class(records, names, n_boot=N_BOOTSTRAP, seed=seed)
     for name in names:
         metric = _metric_of(name)
@@ -202,14 +217,9 @@ def score_fidelity(
     ``feature_extractors`` maps a name to a zero-argument factory (see :func:`feature_extractors_to_run`);
     one that raises AssetUnavailable is reported as unavailable ("not available: <reason>") for each of
     ``PER_EXTRACTOR_METRICS`` and in ``scores.evaluators``. Conditional accuracy needs ``domain``.
+    The generated images' features and the domain evaluator's outputs go to ``scores.features``.
     """
-    from cxrbench.metrics.fidelity import (
-        FIDELITY_METRICS,
-        conditional_accuracy,
-        fid_from_features,
-        kid_from_features,
-        ms_ssim_within_prompt,
-    )
+    from cxrbench.metrics.fidelity import FIDELITY_METRICS, ms_ssim_within_prompt
 
     domain = None
     for name, factory in sorted(feature_extractors.items()):
@@ -224,25 +234,9 @@ def score_fidelity(
         if name == "domain":
             domain = extractor
         scores.evaluators[name] = _describe(name, extractor)
-        real_features = extractor.features(real_images)
-        generated_features = extractor.features(generated)
-        fid = fid_from_features(real_features, generated_features)
-        scores.put(
-            f"fid_{name}", {"value": fid["value"], "n": fid["n_generated"]}, FIDELITY_METRICS["fid"]["higher_is_better"],
-            note=(f"{fid['n_real']} real vs {fid['n_generated']} generated, {fid['feature_dim']}-d features"
-                  + ("; covariance rank-deficient (fewer samples than feature dimensions)" if fid["rank_deficient"] else "")),
-        )
-        kid = kid_from_features(real_features, generated_features, seed=seed)
-        value = kid["value"]
-        spread = kid.get("std")
-        scores.put(
-            f"kid_{name}",
-            {"value": value, "ci_low": None if spread is None else value - 1.96 * spread,
-             "ci_high": None if spread is None else value + 1.96 * spread, "n": kid["subset_size"]},
-            FIDELITY_METRICS["kid"]["higher_is_better"],
-            note=f"{kid['n_subsets']} subsets of {kid['subset_size']}; interval: +-1.96 std over subsets",
-        )
-        _score_manifold(scores, name, real_features, generated_features, seed)
+        generated_features = as_shipped(extractor.features(generated))
+        scores.features[f"features/{name}"] = generated_features.astype(np.float32)
+        score_extractor(scores, name, as_shipped(extractor.features(real_images)), generated_features, seed)
 
     sets = [generated[prompt_index == p] for p in range(len(prompted_labels))]
     ms = ms_ssim_within_prompt(sets)
@@ -250,12 +244,60 @@ def score_fidelity(
         "ms_ssim_within_prompt", {**ms, "n": ms["n_prompts"]}, FIDELITY_METRICS["ms_ssim_within_prompt"]["higher_is_better"],
         note=f"{ms['n_pairs']} pairs, {ms['scales']} scales; lower = more diverse",
     )
+    labels_per_image = [prompted_labels[p] for p in prompt_index]
     if domain is None:
+        score_conditional(scores, None, labels_per_image)
+        return
+    probabilities = as_shipped(domain.predict_proba(generated))
+    scores.features["probabilities/domain"] = probabilities.astype(np.float32)
+    score_conditional(scores, probabilities, labels_per_image)
+
+
+def as_shipped(array: np.ndarray) -> np.ndarray:
+    """``array`` rounded to float32, the precision a result's features file keeps, as float64.
+
+    Fidelity is scored from these values, so the figures re-derive exactly from the shipped file.
+    (The built-in extractors compute in float32, so for them this changes nothing.)
+    """
+    return np.asarray(array, dtype=np.float32).astype(np.float64)
+
+
+def score_extractor(scores: Scores, name: str, real_features: np.ndarray, generated_features: np.ndarray,
+                    seed: int) -> None:
+    """``fid_<name>``, ``kid_<name>``, ``precision_<name>`` and ``recall_<name>`` from the two feature sets."""
+    from cxrbench.metrics.fidelity import FIDELITY_METRICS, fid_from_features, kid_from_features
+
+    fid = fid_from_features(real_features, generated_features)
+    scores.put(
+        f"fid_{name}", {"value": fid["value"], "n": fid["n_generated"]}, FIDELITY_METRICS["fid"]["higher_is_better"],
+        note=(f"{fid['n_real']} real vs {fid['n_generated']} generated, {fid['feature_dim']}-d features"
+              + ("; covariance rank-deficient (fewer samples than feature dimensions)" if fid["rank_deficient"] else "")),
+    )
+    kid = kid_from_features(real_features, generated_features, seed=seed)
+    value = kid["value"]
+    spread = kid.get("std")
+    scores.put(
+        f"kid_{name}",
+        {"value": value, "ci_low": None if spread is None else value - 1.96 * spread,
+         "ci_high": None if spread is None else value + 1.96 * spread, "n": kid["subset_size"]},
+        FIDELITY_METRICS["kid"]["higher_is_better"],
+        note=f"{kid['n_subsets']} subsets of {kid['subset_size']}; interval: +-1.96 std over subsets",
+    )
+    _score_manifold(scores, name, real_features, generated_features, seed)
+
+
+def score_conditional(scores: Scores, probabilities: np.ndarray | None,
+                      labels_per_image: Sequence[tuple[str, ...]]) -> None:
+    """``cond_auroc`` (with its per-class table) and ``cond_top1`` from the domain evaluator's outputs.
+
+    ``probabilities`` None: the domain evaluator is missing, both are reported as unavailable.
+    """
+    from cxrbench.metrics.fidelity import FIDELITY_METRICS, conditional_accuracy
+
+    if probabilities is None:
         scores.unavailable("cond_auroc", True, "not available: domain evaluator missing")
         scores.unavailable("cond_top1", True, "not available: domain evaluator missing")
         return
-    probabilities = domain.predict_proba(generated)
-    labels_per_image = [prompted_labels[p] for p in prompt_index]
     cond = conditional_accuracy(probabilities, labels_per_image)
     scores.put("cond_auroc", {"value": cond["auroc_macro"], "n": len(labels_per_image)},
                FIDELITY_METRICS["cond_auroc"]["higher_is_better"],

@@ -212,6 +212,15 @@ def _results_folder(tmp_path: Path) -> Path:
     return results
 
 
+def _shipped_results_folder(tmp_path: Path) -> Path:
+    """The committed smoke results with the files they ship: what `validate` and `leaderboard` accept."""
+    results = tmp_path / "board" / "results"
+    results.mkdir(parents=True)
+    for path in COMMITTED_RESULTS.glob("*__smoke__seed0.*"):
+        (results / path.name).write_bytes(path.read_bytes())
+    return results
+
+
 def test_pages_link_the_csv_every_result_file_the_report_and_the_docs(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[project]\n")  # a checkout: the docs are linked
     for doc in ("docs/leaderboard.md", "docs/metrics.md", "README.md", "CONTRIBUTING.md"):
@@ -268,7 +277,7 @@ def test_page_is_readable_without_hovering(tmp_path):
 
 
 def test_leaderboard_pages_name_the_paths_they_were_made_with(tmp_path, monkeypatch, capsys):
-    results = _results_folder(tmp_path)
+    results = _shipped_results_folder(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert main(["leaderboard", "--results", "board/results", "--out", "elsewhere"]) == 0
     command = "cxrbench leaderboard --results board/results --out elsewhere"
@@ -282,10 +291,11 @@ def test_leaderboard_pages_name_the_paths_they_were_made_with(tmp_path, monkeypa
 
 
 def test_validate_skips_the_files_a_run_writes_beside_its_result(tmp_path, capsys):
-    results = _results_folder(tmp_path)
-    (results / "alpha__smoke__seed0.samples.jsonl").write_text("")  # a generate-only run's, empty
+    results = _shipped_results_folder(tmp_path)
     (tmp_path / "orphan.samples.jsonl").write_text("")
     assert main(["validate", *map(str, sorted(results.iterdir()))]) == 0
     out = capsys.readouterr().out
-    assert "alpha__smoke__seed0.samples.jsonl: skipped" in out and "not valid JSON" not in out
+    for companion in (".samples.jsonl", ".maps.npz", ".features.npz"):
+        assert f"frozen-encoder__smoke__seed0{companion}: skipped" in out
+    assert "not valid JSON" not in out
     assert main(["validate", str(tmp_path / "orphan.samples.jsonl")]) == 1
