@@ -525,6 +525,25 @@ SUMMARY_METRICS = (
 )
 
 
+def unavailable_metrics_lines(outcomes: Sequence[RunOutcome]) -> list[str]:
+    """What a run prints after its summary table: each run's metrics without a value, grouped by reason.
+
+    The reason is the metric's note when it says why (``not available: ...``), else "no value" and the note.
+    Empty when every metric of every run has a value (a run that failed has no metrics to list).
+    """
+    lines = []
+    for o in outcomes:
+        by_reason: dict[str, list[str]] = {}
+        for name, entry in sorted(o.metrics.items()):
+            if entry.get("value") is None:
+                note = entry.get("note") or ""
+                reason = note if note.startswith("not available") else f"no value (note: {note or 'none'})"
+                by_reason.setdefault(reason, []).append(name)
+        for reason, names in sorted(by_reason.items(), key=lambda item: item[1][0]):
+            lines.append(f"  {o.model} seed {o.seed}: {', '.join(names)}: {reason}")
+    return ["metrics not computed:", *lines] if lines else []
+
+
 def summary_table(outcomes: Sequence[RunOutcome]) -> str:
     """The table printed at the end of a run."""
     from tabulate import tabulate
