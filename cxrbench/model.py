@@ -231,8 +231,9 @@ def checked_maps(group_maps: Any, shape: tuple[int, ...]) -> dict[str, np.ndarra
     Raises:
         ValueError: naming the token group and what is wrong with its map.
     """
-    if not isinstance(group_maps, Mapping):
-        raise ValueError(f"expected a dict from token group to map, but got {type(group_maps).__name__}")
+    if not isinstance(group_maps, Mapping):  # a ValueError as for every broken output: the caller names it
+        raise ValueError(  # noqa: TRY004
+            f"expected a dict from token group to map, but got {type(group_maps).__name__}")
     if "word" not in group_maps:
         raise ValueError(f"token group 'word' is required, but the maps are for {sorted(map(str, group_maps))}")
     checked: dict[str, np.ndarray] = {}

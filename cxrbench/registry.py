@@ -177,7 +177,7 @@ def _entry_point_order(ep: metadata.EntryPoint) -> tuple[bool, str]:
 
 
 def _call_each(registry: Registry, hook_name: str, make_register: Callable[[PluginInfo], Callable]) -> None:
-    """Call each plugin's implementation of ``hook_name`` in registration order: the first to register a name keeps it."""
+    """Call each plugin's ``hook_name`` in registration order: the first to register a name keeps it."""
     hook = getattr(registry.plugin_manager.hook, hook_name)
     order = {name: i for i, name in enumerate(registry.plugins)}
     for impl in sorted(hook.get_hookimpls(), key=lambda impl: order.get(impl.plugin_name, len(order))):

@@ -30,7 +30,15 @@ from cxrbench.data.schema import NO_FINDING, QUERY_WORDS, Sample
 from cxrbench.distributed import broadcast_from_main, init_processes, map_sharded, process_device, processes
 from cxrbench.environment import environment_record
 from cxrbench.errors import ProtocolError, ResultError
-from cxrbench.model import GENERATE, LOCALIZE, FitContext, LocalizationQuery, Model, checked_images, checked_maps
+from cxrbench.model import (
+    GENERATE,
+    LOCALIZE,
+    FitContext,
+    LocalizationQuery,
+    Model,
+    checked_images,
+    checked_maps,
+)
 from cxrbench.pretrained import check_base
 from cxrbench.protocol import Track, derive_seed
 from cxrbench.registry import ModelEntry, Registry, get_registry
@@ -269,8 +277,8 @@ class RunStages:
         self._done("localize", self.timings["localize_s"])
         return maps
 
-
-    def _checked_maps(self, query: LocalizationQuery, group_maps: Any, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    def _checked_maps(self, query: LocalizationQuery, group_maps: Any,
+                      shape: tuple[int, ...]) -> dict[str, np.ndarray]:
         try:
             return checked_maps(group_maps, shape)
         except ValueError as exc:

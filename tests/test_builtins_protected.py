@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import tomllib
 import types
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from cxrbench import registry as registry_module
 from cxrbench.box_prior import BoxPriorModel

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from cxrbench.data.synthcxr import SynthCXR
 from cxrbench.protocol import get_track
 from cxrbench.results import load_result
-from cxrbench.data.synthcxr import SynthCXR
 from cxrbench.runner import generation_plan, localization_queries, run_benchmark
 from cxrbench.testing import DummyModel, registry_with
 
