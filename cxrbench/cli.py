@@ -86,7 +86,7 @@ def _metric_catalogue() -> list[dict[str, Any]]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cxrbench.protocol import get_track
-    from cxrbench.runner import run_benchmark, summary_table
+    from cxrbench.runner import run_benchmark, summary_table, unavailable_metrics_lines
 
     track = get_track(args.track)
     seeds = args.seeds if args.seeds is not None else list(track.seeds)
@@ -103,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not processes().is_main:  # every process has the outcomes; the main one reports them
         return 0 if all(o.status == "ok" for o in outcomes) else 1
     print(summary_table(outcomes))
+    for line in unavailable_metrics_lines(outcomes):  # said here, not only inside the result files
+        print(line)
     for o in outcomes:
         if o.error:
             print(f"{o.model} seed {o.seed} failed at {o.error} (details: {args.workdir}/.../error.log)", file=sys.stderr)

@@ -14,13 +14,16 @@ Minimal model::
         def generate(self, prompts, seeds, image_size, sampler): ...
 
 ``localize`` (capability ``"localize"``) returns, per query, (H, W) maps of finite real floats (no NaN or
-infinity, not complex); the core scores them and a run whose maps are not finite fails at that stage.
+infinity, not complex). The core checks every output where it enters (``checked_maps``,
+``checked_images``): numpy arrays or torch tensors (detached and copied to the CPU) of a real floating
+dtype, of the expected shape, finite, and images in [0, 1]; a run whose outputs break this fails at that
+stage with a message naming the model, the sample and the token group.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -195,3 +198,77 @@ class Model:
     def config(self) -> dict[str, Any]:
         """The options as recorded in results."""
         return self.options.model_dump(mode="json")
+
+
+def real_float_array(value: Any) -> np.ndarray:
+    """A plugin's output as a numpy array of real floats; a torch tensor is detached and copied to the CPU.
+
+    Raises:
+        ValueError: saying what it holds instead (complex numbers, integers, objects, ragged lists).
+    """
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        value = value.detach().cpu()
+        value = (value.float() if value.is_floating_point() else value).numpy()  # bfloat16 has no numpy dtype
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"it is not an array ({exc})") from None
+    if array.dtype.kind != "f":
+        held = "complex numbers" if array.dtype.kind == "c" else "values"
+        raise ValueError(f"it holds {held} of dtype {array.dtype}, but must hold real floats")
+    return array
+
+
+def _non_finite(array: np.ndarray) -> str | None:
+    bad = int((~np.isfinite(array)).sum())
+    return f"{bad} of its {array.size} values are NaN or infinite" if bad else None
+
+
+def checked_maps(group_maps: Any, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """One query's maps from ``localize``, checked and as float32: a dict from token group (``TOKEN_GROUPS``,
+    ``"word"`` required) to a finite real (H, W) map of the image's ``shape``.
+
+    Raises:
+        ValueError: naming the token group and what is wrong with its map.
+    """
+    if not isinstance(group_maps, Mapping):  # a ValueError as for every broken output: the caller names it
+        raise ValueError(  # noqa: TRY004
+            f"expected a dict from token group to map, but got {type(group_maps).__name__}")
+    if "word" not in group_maps:
+        raise ValueError(f"token group 'word' is required, but the maps are for {sorted(map(str, group_maps))}")
+    checked: dict[str, np.ndarray] = {}
+    for group, value in group_maps.items():
+        if group not in TOKEN_GROUPS:
+            raise ValueError(f"token group {group!r} is not one of {TOKEN_GROUPS}")
+        try:
+            array = real_float_array(value).astype(np.float32)
+            if array.shape != tuple(shape):
+                raise ValueError(f"its shape is {array.shape}, but the image's is {tuple(shape)}")
+            problem = _non_finite(array)
+            if problem:
+                raise ValueError(problem)
+        except ValueError as exc:
+            raise ValueError(f"token group {group!r}: the map is invalid: {exc}") from None
+        checked[group] = array
+    return checked
+
+
+def checked_images(images: Any, expected: tuple[int, int, int]) -> tuple[np.ndarray, int | None, str | None]:
+    """Images from ``generate`` as float32, with the first image that breaks the contract and why.
+
+    Returns ``(images, index, problem)``; ``index`` and ``problem`` are None when every image is finite and
+    in [0, 1].
+
+    Raises:
+        ValueError: the whole output is wrong: not an array of real floats, or not of shape ``expected``.
+    """
+    array = real_float_array(images).astype(np.float32)
+    if array.shape != tuple(expected):
+        raise ValueError(f"its shape is {array.shape}, but {tuple(expected)} was asked for")
+    for index, image in enumerate(array):
+        problem = _non_finite(image)
+        if problem is None and (image.min() < 0 or image.max() > 1):
+            problem = f"its values span [{image.min():.4g}, {image.max():.4g}], outside [0, 1]"
+        if problem:
+            return array, index, problem
+    return array, None, None

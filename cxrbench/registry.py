@@ -4,6 +4,11 @@ Built-ins are a tuple of module paths registered like any entry point of the ``c
 ``CXRBENCH_LOAD_PLUGINS`` (comma-separated entry-point or distribution names; empty = none) restricts which
 third-party plugins load; ``CXRBENCH_TRACE_PLUGINS=1`` prints every hook call. A plugin that fails to
 import is recorded by name with its error, and the others still load.
+
+Built-ins cannot be shadowed: ``cxrbench.builtins`` registers first, then the plugins the project ships
+(``BUILT_IN_DISTRIBUTIONS``), then every other plugin. A name (model id, dataset, feature extractor) that is
+already registered is refused for the newcomer, recorded as a load error naming its plugin and the name;
+the newcomer's other registrations still load.
 """
 
 from __future__ import annotations
@@ -24,6 +29,18 @@ from cxrbench.errors import PluginError
 from cxrbench.model import CAPABILITIES, Model
 
 DEFAULT_PLUGINS: tuple[str, ...] = ("cxrbench.builtins",)
+#: The model plugins shipped in the repository's ``plugins/`` folder: their entry points load before any
+#: other plugin's, so no third-party plugin can take their model ids.
+BUILT_IN_DISTRIBUTIONS: tuple[str, ...] = (
+    "cxrbench-causal-encoder",
+    "cxrbench-encoder-schedule",
+    "cxrbench-frozen-encoder",
+    "cxrbench-learnable-encoder",
+    "cxrbench-lora-encoder",
+    "cxrbench-partial-encoder",
+    "cxrbench-stable-diffusion",
+    "cxrbench-token-embedding",
+)
 ENTRY_POINT_GROUP = "cxrbench"
 MODEL_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: Dataset and feature-extractor names: as model ids, and "+" for combined datasets ("mimic-cxr+ms-cxr").
@@ -126,7 +143,7 @@ def build_registry(extra_plugins: tuple[tuple[str, object], ...] = ()) -> Regist
     for module_name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name)
         registry.plugins[module_name] = _own_info(module_name)
-    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_entry_point_order):
         dist = ep.dist.name if ep.dist is not None else "?"
         version = ep.dist.version if ep.dist is not None else "?"
         if not _selected((ep.name, dist)) or ep.name in registry.plugins:
@@ -153,9 +170,17 @@ def build_registry(extra_plugins: tuple[tuple[str, object], ...] = ()) -> Regist
     return registry
 
 
+def _entry_point_order(ep: metadata.EntryPoint) -> tuple[bool, str]:
+    """The project's own plugins first, then the others; by entry-point name within each."""
+    dist = ep.dist.name if ep.dist is not None else ""
+    return dist not in BUILT_IN_DISTRIBUTIONS, ep.name
+
+
 def _call_each(registry: Registry, hook_name: str, make_register: Callable[[PluginInfo], Callable]) -> None:
+    """Call each plugin's ``hook_name`` in registration order: the first to register a name keeps it."""
     hook = getattr(registry.plugin_manager.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):
+    order = {name: i for i, name in enumerate(registry.plugins)}
+    for impl in sorted(hook.get_hookimpls(), key=lambda impl: order.get(impl.plugin_name, len(order))):
         info = registry.plugins.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "?", "?")
         try:
             impl.function(register=make_register(info))
@@ -171,10 +196,8 @@ def _collect(registry: Registry) -> None:
             _check_model_class(cls, info)
             model_id = cls.model_id
             if model_id in registry.models:
-                other = registry.models[model_id].plugin
-                raise PluginError(
-                    f"model id {model_id!r} from {info.distribution} is already registered by {other.distribution}"
-                )
+                _refuse(registry, "model id", model_id, info, registry.models[model_id].plugin)
+                return
             registry.models[model_id] = ModelEntry(model_id, cls, info)
 
         return register
@@ -187,9 +210,8 @@ def _collect(registry: Registry) -> None:
                 if not callable(factory):
                     raise PluginError(f"{kind} {name!r} from {info.distribution}: factory must be callable")
                 if name in table:
-                    raise PluginError(
-                        f"{kind} {name!r} from {info.distribution} is already registered by {table[name].plugin.distribution}"
-                    )
+                    _refuse(registry, kind, name, info, table[name].plugin)
+                    return
                 table[name] = FactoryEntry(name, factory, info)
 
             return register
@@ -204,6 +226,14 @@ def _collect(registry: Registry) -> None:
     )
 
 
+def _refuse(registry: Registry, kind: str, name: str, newcomer: PluginInfo, owner: PluginInfo) -> None:
+    """Record that ``newcomer`` may not register ``name``, which ``owner`` registered first."""
+    registry.errors.append(LoadError(newcomer.name, newcomer.distribution, (
+        f"{kind} {name!r} from {newcomer.distribution} is refused: it is already registered by "
+        f"{owner.distribution} ({owner.name}), which loads first and cannot be shadowed"
+    )))
+
+
 def _check_model_class(cls: Any, info: PluginInfo) -> None:
     where = f"model class {getattr(cls, '__qualname__', cls)!r} from {info.distribution}"
     if not (isinstance(cls, type) and issubclass(cls, Model)):
@@ -215,6 +245,30 @@ def _check_model_class(cls: Any, info: PluginInfo) -> None:
         raise PluginError(
             f"{where}: capabilities must be a non-empty subset of {sorted(CAPABILITIES)}, but got {sorted(cls.capabilities)}"
         )
+
+
+def plugin_record_problems(plugin: dict[str, Any], registry: Registry | None = None) -> list[str]:
+    """How a result's ``plugin`` record contradicts the installed registry, as messages (empty: it agrees).
+
+    A registered model id must name the distribution that registers it and carry its ``baseline`` label
+    (null for a competing model); a baseline's label belongs to its model only. A model id this
+    installation does not know is not checked.
+    """
+    registry = registry or get_registry()
+    model_id, claimed = plugin.get("model"), plugin.get("baseline") or None
+    entry = registry.models.get(model_id) if isinstance(model_id, str) else None
+    problems: list[str] = []
+    if entry is not None:
+        if plugin.get("distribution") != entry.plugin.distribution:
+            problems.append(f"plugin distribution {plugin.get('distribution')!r} does not match the registry: model "
+                            f"{model_id!r} is registered by {entry.plugin.distribution!r}")
+        if claimed != (entry.cls.baseline or None):
+            problems.append(f"plugin baseline {claimed!r} does not match the registry: model {model_id!r} has "
+                            f"baseline {entry.cls.baseline or None!r}")
+    owners = [e.model_id for e in registry.models.values() if claimed and e.cls.baseline == claimed]
+    if owners and model_id not in owners:
+        problems.append(f"plugin baseline {claimed!r} is the label of baseline {owners[0]!r}, not of model {model_id!r}")
+    return problems
 
 
 _REGISTRY: Registry | None = None

@@ -46,7 +46,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cxrbench.errors import ResultError
+from cxrbench.errors import CxrbenchError, ResultError
 
 SCHEMA_VERSION = 1
 #: The leaderboard's two axes.
@@ -172,6 +172,7 @@ def validation_errors(data: dict[str, Any], tracks: dict[str, Any] | None = None
     for key in ("model", "distribution", "version", "capabilities"):
         if key not in data["plugin"]:
             problems.append(f"plugin is missing {key!r}")
+    problems += _registry_problems(data["plugin"])
     for metric, entry in data["metrics"].items():
         if not isinstance(entry, dict):
             problems.append(f"metric {metric!r} must be an object, but got {type(entry).__name__}")
@@ -187,6 +188,17 @@ def validation_errors(data: dict[str, Any], tracks: dict[str, Any] | None = None
         if not isinstance(entry["higher_is_better"], bool):
             problems.append(f"metric {metric!r} field 'higher_is_better' must be true or false")
     return problems
+
+
+def _registry_problems(plugin: dict[str, Any]) -> list[str]:
+    """The plugin record checked against the installed plugins (``cxrbench.registry.plugin_record_problems``);
+    nothing when the plugins cannot be loaded."""
+    from cxrbench.registry import plugin_record_problems
+
+    try:
+        return plugin_record_problems(plugin)
+    except CxrbenchError:
+        return []
 
 
 def validate_result(data: dict[str, Any], source: str | Path = "<result>", tracks: dict[str, Any] | None = None) -> None:

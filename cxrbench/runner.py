@@ -30,7 +30,15 @@ from cxrbench.data.schema import NO_FINDING, QUERY_WORDS, Sample
 from cxrbench.distributed import broadcast_from_main, init_processes, map_sharded, process_device, processes
 from cxrbench.environment import environment_record
 from cxrbench.errors import ProtocolError, ResultError
-from cxrbench.model import GENERATE, LOCALIZE, FitContext, LocalizationQuery, Model
+from cxrbench.model import (
+    GENERATE,
+    LOCALIZE,
+    FitContext,
+    LocalizationQuery,
+    Model,
+    checked_images,
+    checked_maps,
+)
 from cxrbench.pretrained import check_base
 from cxrbench.protocol import Track, derive_seed
 from cxrbench.rederive import write_features_file
@@ -207,13 +215,16 @@ class RunStages:
         size = self.track.image_size
 
         def work(positions: list[int]) -> np.ndarray:
-            images = np.asarray(model.generate([prompts[j] for j in positions], [seeds[j] for j in positions],
-                                               size, self.track.sampler), dtype=np.float32)
-            expected = (len(positions), size, size)
-            if images.shape != expected:
-                raise _contract(f"generate returned shape {images.shape}, expected {expected}")
-            if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-                raise _contract("generate must return finite values in [0, 1]")
+            output = model.generate([prompts[j] for j in positions], [seeds[j] for j in positions], size,
+                                    self.track.sampler)
+            sample_ids = [self.data.test[index[j]].id for j in positions]
+            try:
+                images, bad, problem = checked_images(output, (len(positions), size, size))
+            except ValueError as exc:
+                raise self._invalid_output(f"batch of images for samples {sample_ids}", str(exc)) from None
+            if bad is not None:
+                raise self._invalid_output(f"image for sample {sample_ids[bad]!r} (seed {seeds[positions[bad]]})",
+                                           problem)
             return images
 
         # One unit per prompt (its images); process i of P takes prompts i, i+P, ...
@@ -252,7 +263,7 @@ class RunStages:
             out = model.localize(images, chunk, self.track.extraction)
             if len(out) != len(chunk):
                 raise _contract(f"localize returned {len(out)} map sets for {len(chunk)} queries")
-            return [{g: np.asarray(m, dtype=np.float32) for g, m in d.items()} for d in out]
+            return [self._checked_maps(q, d, image.shape) for q, d, image in zip(chunk, out, images)]
 
         # One unit per test sample (its queries); process i of P takes samples i, i+P, ...
         units: dict[str, list[int]] = {}
@@ -266,6 +277,20 @@ class RunStages:
         _save_npz(path, **{f"{g}/{i}": m for i, d in enumerate(maps) for g, m in d.items()})
         self._done("localize", self.timings["localize_s"])
         return maps
+
+    def _checked_maps(self, query: LocalizationQuery, group_maps: Any,
+                      shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        try:
+            return checked_maps(group_maps, shape)
+        except ValueError as exc:
+            raise self._invalid_output(f"maps for sample {query.sample_id!r} (finding {query.label!r})",
+                                       str(exc)) from None
+
+    def _invalid_output(self, what: str, problem: str) -> Exception:
+        """A contract error naming the stage, the model and its plugin, ``what`` was returned and ``problem``."""
+        plugin = self.entry.plugin
+        return _contract(f"{self.stage}: model {self.entry.model_id!r} (plugin {plugin.name}, distribution "
+                         f"{plugin.distribution}) returned invalid {what}: {problem}")
 
 
 def _contract(message: str) -> Exception:
@@ -509,6 +534,25 @@ SUMMARY_METRICS = (
     ("loc_word_pointing_game", "pointing"),
     ("loc_eos_auc_roc", "EOS AUC"),
 )
+
+
+def unavailable_metrics_lines(outcomes: Sequence[RunOutcome]) -> list[str]:
+    """What a run prints after its summary table: each run's metrics without a value, grouped by reason.
+
+    The reason is the metric's note when it says why (``not available: ...``), else "no value" and the note.
+    Empty when every metric of every run has a value (a run that failed has no metrics to list).
+    """
+    lines = []
+    for o in outcomes:
+        by_reason: dict[str, list[str]] = {}
+        for name, entry in sorted(o.metrics.items()):
+            if entry.get("value") is None:
+                note = entry.get("note") or ""
+                reason = note if note.startswith("not available") else f"no value (note: {note or 'none'})"
+                by_reason.setdefault(reason, []).append(name)
+        for reason, names in sorted(by_reason.items(), key=lambda item: item[1][0]):
+            lines.append(f"  {o.model} seed {o.seed}: {', '.join(names)}: {reason}")
+    return ["metrics not computed:", *lines] if lines else []
 
 
 def summary_table(outcomes: Sequence[RunOutcome]) -> str:

@@ -35,8 +35,11 @@ def metric(value, ci_low=None, ci_high=None, higher_is_better=True, note=None):
 
 
 def make_record(model, seed=0, *, track="smoke", fid=None, auc=None, extra=None, status="ok", error=None,
-                distribution=None, config=None):
-    """A valid result record; ``fid``/``auc`` None leave that axis out (as a model lacking a capability)."""
+                distribution=None, config=None, baseline=None):
+    """A valid result record; ``fid``/``auc`` None leave that axis out (as a model lacking a capability).
+
+    A baseline's record (``baseline``: its label) names its real model id and distribution, ``cxrbench``:
+    validation checks both against the registry."""
     definition = TRACKS[track]
     metrics = {}
     if fid is not None:
@@ -66,6 +69,8 @@ def make_record(model, seed=0, *, track="smoke", fid=None, auc=None, extra=None,
         "per_class": {},
         "per_sample_file": None,
     }
+    if baseline is not None:
+        record["plugin"]["baseline"] = baseline
     assert validation_errors(record) == []
     return record
 
@@ -292,8 +297,7 @@ BOX_PRIOR_LABEL = "box prior (train)"
 
 
 def baseline_record(model="box-prior", seed=0, *, fid=None, auc=0.7, track="smoke"):
-    record = make_record(model, seed, track=track, fid=fid, auc=auc)
-    record["plugin"]["baseline"] = BOX_PRIOR_LABEL
+    record = make_record(model, seed, track=track, fid=fid, auc=auc, distribution="cxrbench", baseline=BOX_PRIOR_LABEL)
     record["plugin"]["capabilities"] = ["localize"]
     assert validation_errors(record) == []
     return record
@@ -335,7 +339,7 @@ NEAREST_LABEL = "nearest training image"
 def test_fidelity_only_baseline_shows_its_fid_and_no_localization(tmp_path):
     # nearest-report: generate only, so FID, MS-SSIM and conditional AUROC but no localization metric.
     extra = {"ms_ssim_within_prompt": metric(0.9, 0.85, 0.95, False), "cond_auroc": metric(0.8, 0.7, 0.9)}
-    nearest = make_record("nearest-report", fid=3.0, extra=extra)
+    nearest = make_record("nearest-report", fid=3.0, extra=extra, distribution="cxrbench", baseline=NEAREST_LABEL)
     nearest["plugin"].update(baseline=NEAREST_LABEL, capabilities=["generate"])
     assert validation_errors(nearest) == []
     records = [make_record("alpha", fid=10.0, auc=0.90), make_record("beta", fid=20.0, auc=0.95),
@@ -372,7 +376,7 @@ def test_fidelity_only_baseline_shows_its_fid_and_no_localization(tmp_path):
 def test_fidelity_only_baseline_is_a_vertical_line_at_its_fid_even_without_ranked_entries():
     from cxrbench.leaderboard.plot import BASELINE_COLOR, _figure
 
-    nearest = make_record("nearest-report", fid=30.0)
+    nearest = make_record("nearest-report", fid=30.0, distribution="cxrbench", baseline=NEAREST_LABEL)
     nearest["plugin"].update(baseline=NEAREST_LABEL, capabilities=["generate"])
     entries = [make_record("alpha", fid=10.0, auc=0.90), make_record("beta", fid=45.0, auc=0.95)]
     for records in (entries + [nearest], [nearest]):
@@ -386,7 +390,7 @@ def test_fidelity_only_baseline_is_a_vertical_line_at_its_fid_even_without_ranke
 def test_a_baseline_fid_far_outside_the_entries_is_listed_in_the_key_and_keeps_the_entries_range():
     from cxrbench.leaderboard.plot import BASELINE_COLOR, _figure
 
-    nearest = make_record("nearest-report", fid=2.0)
+    nearest = make_record("nearest-report", fid=2.0, distribution="cxrbench", baseline=NEAREST_LABEL)
     nearest["plugin"].update(baseline=NEAREST_LABEL, capabilities=["generate"])
     entries = [make_record("alpha", fid=100.0, auc=0.50), make_record("beta", fid=110.0, auc=0.55)]
     figure = _figure(build_leaderboard(entries + [nearest]).tracks)

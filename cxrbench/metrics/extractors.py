@@ -60,7 +60,7 @@ def resolve_weights(label: str, variable: str, path: str | Path | None) -> Path:
 
     Raises:
         AssetUnavailable: neither is set ("no <label> weights: set <variable>"), or the file does not exist
-            ("no <label> weights at <path>").
+            ("no <label> weights at <path>"), or the file is empty.
     """
     if path is None or str(path) == "":
         configured = os.environ.get(variable, "")
@@ -70,6 +70,8 @@ def resolve_weights(label: str, variable: str, path: str | Path | None) -> Path:
     resolved = Path(path).expanduser()
     if not resolved.is_file():
         raise AssetUnavailable(f"no {label} weights at {resolved}")
+    if resolved.stat().st_size == 0:
+        raise AssetUnavailable(f"{label} weights file {resolved} is empty (0 bytes)")
     return resolved
 
 
@@ -78,7 +80,7 @@ _MAX_DETAIL_CHARS = 240
 
 
 def _excerpt(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = " ".join(str(exc).split()) or f"{type(exc).__name__} (no message)"
     return text if len(text) <= _MAX_DETAIL_CHARS else text[: _MAX_DETAIL_CHARS - 3] + "..."
 
 
