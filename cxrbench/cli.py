@@ -193,15 +193,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_show(args: argparse.Namespace) -> int:
-    from cxrbench.data.show import contact_sheet, pick_per_label
+    from cxrbench.data import describe_left_out
+    from cxrbench.data.show import contact_sheet, sheet_samples
     from cxrbench.registry import get_registry
 
     factory = get_registry().dataset(args.dataset).factory
-    # Draw a pool and pick a few of every label, so the sheet shows each finding.
-    params = {"n_train": max(args.per_label * 40, 80), "n_test": 0, "image_size": args.image_size, "seed": args.seed}
-    samples = pick_per_label(factory(**params).split("train"), args.per_label)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # before the data is read: a bad --out fails at once
+    # Draw a pool and pick a few of every label, so the sheet shows each finding.
+    samples, left_out = sheet_samples(args.dataset, factory, args.per_label, args.image_size, args.seed,
+                                      args.root)
+    if left_out:
+        print(describe_left_out(args.dataset, left_out))
     path = out / f"{args.dataset}_contact_sheet.png"
     contact_sheet(samples, path)
     print(f"wrote {path}")
@@ -291,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--per-label", type=int, default=2, help="studies of each label on the sheet")
     q.add_argument("--image-size", type=int, default=128)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--root", default=None, metavar="DIR",
+                   help="a real dataset's folder (default: its CXRBENCH_*_ROOT variable; docs/datasets.md)")
     q.set_defaults(func=cmd_data_show)
     _add_data_audit_parser(data_sub)
     _add_bench_parser(sub)
