@@ -79,6 +79,23 @@ def test_read_only_out_folder_is_refused_before_training(tmp_path, registry, mon
                       show_progress=False)
 
 
+def test_read_only_mount_as_out_is_refused_before_training(tmp_path, registry):
+    """The same with a real read-only filesystem, where this machine lets the tests mount one."""
+    import subprocess
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "none", str(read_only)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        with pytest.raises(OutputError, match=rf"{read_only} cannot be written \(Read-only file system\)"):
+            run_benchmark(["never-fit"], SMOKE, [0], read_only, tmp_path / "w", registry=registry,
+                          show_progress=False)
+    finally:
+        subprocess.run(["umount", str(read_only)], check=True)
+
+
 def chexpert_track(root):
     return dataclasses.replace(SMOKE, dataset=DatasetSpec("chexpert", {"root": str(root), "image_size": 16}),
                                image_size=16, prompts_for_generation=1, samples_per_prompt=1)
