@@ -12,6 +12,9 @@ from typing import Any
 from cxrbench.errors import CxrbenchError
 
 DEFAULT_WORKDIR = Path(".cxrbench-work")
+#: Exit code of an error cxrbench did not raise on purpose (0: ok, 1: a run failed, 2: cannot start,
+#: 130: interrupted).
+UNEXPECTED_ERROR = 3
 
 
 def _parse_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
@@ -97,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcomes = run_benchmark(args.models, track, seeds, Path(args.out), workdir=Path(args.workdir),
                              options=_parse_options(args.option), show_progress=not args.quiet, device=args.device,
                              feature_extractors=args.feature_extractors, checkpoint_every=args.checkpoint_every,
-                             jobs=args.jobs)
+                             jobs=args.jobs, overwrite=args.overwrite)
     from cxrbench.distributed import processes
 
     if not processes().is_main:  # every process has the outcomes; the main one reports them
@@ -176,7 +179,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else list(track.seeds)
     if not args.no_run:
         outcomes = run_benchmark([args.model_a, args.model_b], track, seeds, Path(args.results),
-                                 workdir=Path(args.workdir), show_progress=not args.quiet, device=args.device)
+                                 workdir=Path(args.workdir), show_progress=not args.quiet, device=args.device,
+                                 overwrite=args.overwrite)
         failed = [o for o in outcomes if o.status != "ok"]
         from cxrbench.distributed import processes
 
@@ -198,15 +202,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_show(args: argparse.Namespace) -> int:
-    from cxrbench.data.show import contact_sheet, pick_per_label
+    from cxrbench.data import describe_left_out
+    from cxrbench.data.show import contact_sheet, sheet_samples
     from cxrbench.registry import get_registry
 
     factory = get_registry().dataset(args.dataset).factory
-    # Draw a pool and pick a few of every label, so the sheet shows each finding.
-    params = {"n_train": max(args.per_label * 40, 80), "n_test": 0, "image_size": args.image_size, "seed": args.seed}
-    samples = pick_per_label(factory(**params).split("train"), args.per_label)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # before the data is read: a bad --out fails at once
+    # Draw a pool and pick a few of every label, so the sheet shows each finding.
+    samples, left_out = sheet_samples(args.dataset, factory, args.per_label, args.image_size, args.seed,
+                                      args.root)
+    if left_out:
+        print(describe_left_out(args.dataset, left_out))
     path = out / f"{args.dataset}_contact_sheet.png"
     contact_sheet(samples, path)
     print(f"wrote {path}")
@@ -227,6 +234,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxrbench", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an unexpected error (default: one line and a log file)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="models, datasets, feature extractors, metrics and tracks")
@@ -251,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="NAME", help="score fidelity with these extractors only (repeatable; default: the "
                    "track's, plus inception/xrv when CXRBENCH_INCEPTION_WEIGHTS/CXRBENCH_XRV_WEIGHTS is set)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results in --out that another track version or other --option values made "
+                        "(without it the run refuses before anything trains)")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                    help="write training checkpoints every STEPS steps; an interrupted fit resumes from the latest")
     p.set_defaults(func=cmd_run)
@@ -277,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the results to compare; missing runs are written there (default: results)")
     p.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
     p.add_argument("--no-run", action="store_true", help="only compare existing results")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results that another track version or other options made (as `run --overwrite`)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
@@ -297,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--per-label", type=int, default=2, help="studies of each label on the sheet")
     q.add_argument("--image-size", type=int, default=128)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--root", default=None, metavar="DIR",
+                   help="a real dataset's folder (default: its CXRBENCH_*_ROOT variable; docs/datasets.md)")
     q.set_defaults(func=cmd_data_show)
     _add_data_audit_parser(data_sub)
     _add_bench_parser(sub)
@@ -320,6 +336,24 @@ def _add_bench_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+def _report_unexpected(command: str) -> None:
+    """One line for an error cxrbench did not raise on purpose; the traceback goes to a log file."""
+    import tempfile
+    import traceback
+
+    exc = sys.exc_info()[1]
+    what = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        what = f"{exc.filename}: {exc.strerror or exc}"
+    log = Path(tempfile.gettempdir()) / f"cxrbench-error-{os.getpid()}.log"
+    try:
+        log.write_text(traceback.format_exc())
+        where = f"traceback in {log}"
+    except OSError:
+        where = "run with --debug for the traceback"
+    print(f"cxrbench: error: `cxrbench {command}` failed: {what} ({where})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -331,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\ncxrbench: interrupted; run the same command again to continue from the last finished stage",
               file=sys.stderr)
         return 130
+    except Exception:
+        if args.debug:
+            raise
+        _report_unexpected(args.command)
+        return UNEXPECTED_ERROR
 
 
 if __name__ == "__main__":

@@ -25,3 +25,7 @@ class ProtocolError(CxrbenchError):
 
 class AssetUnavailable(CxrbenchError):
     """An optional local asset (weights, data root) is not present; the rest of a run still goes on."""
+
+
+class OutputError(CxrbenchError):
+    """A folder a run writes to cannot be created or written, or a result there would be overwritten."""

@@ -13,8 +13,12 @@ then be on a filesystem every process sees.
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import shutil
+import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -29,7 +33,7 @@ from pydantic import ValidationError
 from cxrbench.data.schema import NO_FINDING, QUERY_WORDS, Sample
 from cxrbench.distributed import broadcast_from_main, init_processes, map_sharded, process_device, processes
 from cxrbench.environment import environment_record
-from cxrbench.errors import ProtocolError, ResultError
+from cxrbench.errors import OutputError, ProtocolError, ResultError
 from cxrbench.model import (
     GENERATE,
     LOCALIZE,
@@ -79,17 +83,27 @@ class TrackData:
     fingerprint: str
     train: list[Sample]
     test: list[Sample]
+    #: What the dataset left out, and why (``cxrbench.data.left_out``); recorded in every result.
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 _DATA_CACHE: dict[str, TrackData] = {}
 
 
 def load_track_data(track: Track, registry: Registry) -> TrackData:
+    """The track's train and test samples (built once per process); prints what the dataset left out."""
+    from cxrbench.data import describe_left_out, left_out
+
     key = json.dumps([track.dataset.name, track.dataset.params], sort_keys=True)
     if key not in _DATA_CACHE:
         dataset = registry.dataset(track.dataset.name).factory(**track.dataset.params)
         train, test = dataset.split("train"), dataset.split("test")
-        _DATA_CACHE[key] = TrackData(track.dataset.name, dict(track.dataset.params), dataset.fingerprint(), train, test)
+        fingerprint = dataset.fingerprint()  # builds every split: the left-out counts are complete after it
+        data = TrackData(track.dataset.name, dict(track.dataset.params), fingerprint, train, test,
+                         left_out(dataset))
+        if data.left_out and processes().is_main:
+            print(describe_left_out(track.dataset.name, data.left_out), file=sys.stderr)
+        _DATA_CACHE[key] = data
     return _DATA_CACHE[key]
 
 
@@ -363,14 +377,15 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
     record = _skeleton(entry, options, track, seed, device)
     record["plugin"]["config_requested"] = json_safe(options)
     work = workdir / stem
-    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     stages: RunStages | None = None
     stage = "data"
     try:
+        work.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         data = load_track_data(track, registry)
-        record["dataset"].update(fingerprint=data.fingerprint, n_train=len(data.train), n_test=len(data.test))
+        record["dataset"].update(fingerprint=data.fingerprint, n_train=len(data.train), n_test=len(data.test),
+                                 left_out=dict(data.left_out))
         data_s = time.perf_counter() - t0
         stages = RunStages(entry, options, track, seed, data, work, _Progress(show_progress and procs.is_main),
                            device, checkpoint_every)
@@ -415,9 +430,9 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
         record["status"] = "failed"
         record["error"] = {"stage": stage, "type": type(exc).__name__, "message": str(exc)}
         record["timings"] = dict(stages.timings) if stages is not None else {}
-        atomic_write_text(work / "error.log", traceback.format_exc())
+        _write_error_log(work, traceback.format_exc())
     record["timings"]["total_s"] = time.perf_counter() - started
-    atomic_write_json(result_path, record)
+    result_path = _write_record(result_path, record, work)
     outcome = RunOutcome(entry.model_id, track.name, seed, record["status"], result_path, record["metrics"],
                          record["timings"], reused=stages.reused if stages else [])
     if record["error"]:
@@ -425,12 +440,138 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
     return broadcast_from_main(outcome)
 
 
+def _write_error_log(work: Path, text: str) -> None:
+    """Keep a run's traceback in its work folder, if that folder can still be written."""
+    try:
+        atomic_write_text(work / "error.log", text)
+    except OSError:
+        pass
+
+
+def _write_record(result_path: Path, record: dict[str, Any], work: Path) -> Path:
+    """Write the result record; returns where it went.
+
+    When ``result_path`` cannot be written (the results folder became unwritable after the checks at the
+    start), the run is recorded as failed at stage ``write`` in ``work/result.json`` instead, so that what
+    it computed is kept there and the other runs go on.
+    """
+    try:
+        atomic_write_json(result_path, record)
+        return result_path
+    except OSError as exc:
+        fallback = work / "result.json"
+        record["status"] = "failed"
+        record["error"] = {"stage": "write", "type": type(exc).__name__,
+                           "message": f"cannot write {result_path} ({exc.strerror or exc}); "
+                                      f"this record is kept in {fallback}"}
+        _write_error_log(work, traceback.format_exc())
+        try:
+            atomic_write_json(fallback, record)
+        except OSError:
+            pass
+        return fallback
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed, then write and remove a probe file in it.
+
+    Raises:
+        OutputError: one line naming the folder and why it cannot be written.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".cxrbench-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{what} {folder} cannot be written ({exc.strerror or exc}); "
+                          f"nothing was run") from None
+
+
+def result_difference(path: Path, track: Track, options: dict[str, Any]) -> str | None:
+    """Why the result at ``path`` was not made by this run's track and options (None: it was, or there
+    is no file): another track version or hash, other ``--option`` values, or not a readable result."""
+    if not path.exists():
+        return None
+    try:
+        data = load_result(path)
+    except ResultError as exc:
+        return f"not a result cxrbench can read ({exc})"
+    made = data.get("track") if isinstance(data.get("track"), dict) else {}
+    differences = []
+    if (str(made.get("version")), made.get("hash")) != (str(track.version), track.hash):
+        differences.append(f"made under track {made.get('name')!r} version {made.get('version')} (hash "
+                           f"{made.get('hash')}), this run is version {track.version} (hash {track.hash})")
+    plugin = data.get("plugin") if isinstance(data.get("plugin"), dict) else {}
+    requested = plugin.get("config_requested", {})
+    if requested != json_safe(options):
+        differences.append(f"made with options {requested}, this run has {json_safe(options)}")
+    return "; ".join(differences) or None
+
+
+def check_overwrites(out_dir: Path, track: Track, model_ids: Sequence[str], seeds: Sequence[int],
+                     options: dict[str, dict[str, Any]]) -> None:
+    """Refuse to overwrite results that another track version or other options made.
+
+    Raises:
+        OutputError: naming every such file and what differs.
+    """
+    problems = []
+    for seed in seeds:
+        for model_id in model_ids:
+            path = out_dir / f"{result_stem(model_id, track.name, seed)}.json"
+            why = result_difference(path, track, options.get(model_id) or {})
+            if why:
+                problems.append(f"{path}: {why}")
+    if problems:
+        raise OutputError("a run would overwrite results it did not make; pass --overwrite to replace "
+                          "them, or write to another --out:\n  - " + "\n  - ".join(problems))
+
+
+def remove_stale_temp_files(out_dir: Path, workdir: Path, stems: Sequence[str]) -> list[Path]:
+    """Remove the temporary files that an interrupted write of these runs left (``.NAME.*.tmp`` beside a
+    result or a stage artifact, see ``cxrbench.results.atomic_write_bytes``); returns them."""
+    removed = []
+    for stem in stems:
+        found = [*out_dir.glob(glob.escape(f".{stem}.") + "*.tmp"), *(workdir / stem).glob(".*.tmp"),
+                 *(workdir / stem).glob(".*.tmp.npz")]
+        for path in found:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def preflight(track: Track, registry: Registry, model_ids: Sequence[str], seeds: Sequence[int], out_dir: Path,
+              workdir: Path, options: dict[str, dict[str, Any]], overwrite: bool) -> None:
+    """What can be checked before anything trains: both folders can be written, the track's data loads
+    and every image file of its splits opens, and no result made under another track version or other
+    options would be overwritten (unless ``overwrite``). Removes temporary files of interrupted writes."""
+    from cxrbench.data.adapters._images import check_image_files
+
+    check_writable(out_dir, "the results folder (--out)")
+    check_writable(workdir, "the work folder (--workdir)")
+    data = load_track_data(track, registry)
+    check_image_files([*data.train, *data.test])
+    if not overwrite:
+        check_overwrites(out_dir, track, model_ids, seeds, options)
+    if processes().is_main:
+        stems = [result_stem(m, track.name, seed) for seed in seeds for m in model_ids]
+        removed = remove_stale_temp_files(out_dir, workdir, stems)
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) that an interrupted write left: "
+                  + ", ".join(str(p) for p in removed), file=sys.stderr)
+
+
 def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], out_dir: Path,
                   workdir: Path | None = None, options: dict[str, dict[str, Any]] | None = None,
                   registry: Registry | None = None, show_progress: bool = True, device: str = "cpu",
                   feature_extractors: Sequence[str] | None = None,
-                  checkpoint_every: int | None = None, jobs: int = 1) -> list[RunOutcome]:
+                  checkpoint_every: int | None = None, jobs: int = 1,
+                  overwrite: bool = False) -> list[RunOutcome]:
     """Run every model on the track for every seed; unknown model ids or extractors fail before anything runs.
+
+    So do the checks of ``preflight``: unwritable folders, data that does not load or image files that do
+    not open, and results of another track version or other options in ``out_dir`` (unless ``overwrite``).
 
     ``jobs`` > 1 runs that many (model, seed) runs at a time in worker processes (``_run_in_workers``).
 
@@ -457,8 +598,9 @@ def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], 
     if track.base is not None:  # a missing or different base stops the run before anything trains
         check_base(track.base, f"track {track.name!r} v{track.version}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(workdir) if workdir is not None else out_dir.parent / ".cxrbench-work"
+    preflight(track, registry, [e.model_id for e in entries], seeds, out_dir, workdir, options or {},
+              overwrite)
     if jobs > 1:
         if processes().count > 1:
             raise ProtocolError("jobs must be 1 under a launcher: the launcher's processes already share the work")

@@ -14,13 +14,15 @@ from adapter_fixtures import (
     region_mean, write_csv, write_ms_cxr,
 )
 from cxrbench.data import Dataset
-from cxrbench.data.adapters import MimicCXR
+from cxrbench.data.adapters import BOX_CROPPED, FINDING_CROPPED, MimicCXR
 from cxrbench.data.adapters.mimic import report_prompt
 from cxrbench.errors import DataError
 
 
 @pytest.fixture
-def root(tmp_path):
+def root(tmp_path, monkeypatch):
+    # The fixture's image of F is a half-size copy of its MS-CXR frame: declared as such.
+    monkeypatch.setenv("CXRBENCH_RESIZED_COPY", "1")
     return make_mimic(tmp_path / "mimic")
 
 
@@ -56,7 +58,7 @@ def test_splits_ids_prompts_and_labels(root):
 
 
 def test_ms_cxr_boxes_are_resized_and_cropped_with_the_image(root):
-    ds = MimicCXR(root, image_size=16)
+    ds = MimicCXR(root, image_size=16, resized_copy=True)  # F's file is a half-size copy
     pneumothorax, effusion = ds.split("test")
     # Frame 64 x 32 -> 16 px: s = 16 / 32 = 0.5, scaled 32 x 16, crop from ox = (32 - 16) / 2 = 8, oy = 0.
     # (40, 8, 16, 12) -> (40*0.5 - 8, 8*0.5, 8, 6) = (12, 4, 8, 6), clipped at x = 16 -> (12, 4, 4, 6).
@@ -72,6 +74,36 @@ def test_ms_cxr_boxes_are_resized_and_cropped_with_the_image(root):
     (box,) = finding.boxes
     assert box.to_list() == pytest.approx([24 / 3 - 8 / 3, 4.0, 8.0, 6.0])
     assert region_mean(ds.split("train")[2].image, box.to_list()) > 0.8
+    # The effusion box that the crop removed, and its phrase left without boxes, are counted.
+    assert ds.skipped[BOX_CROPPED] == 1 and ds.skipped[FINDING_CROPPED] == 1
+
+
+def test_a_box_frame_other_than_the_image_size_is_refused_unless_declared_a_resized_copy(root, monkeypatch):
+    f_image = re.escape(str(mimic_image_path(root, DICOM_F)))
+    monkeypatch.delenv("CXRBENCH_RESIZED_COPY")
+    with raises(rf"MS_CXR_Local_Alignment_v1.0.0.csv, line 5: the boxes refer to a 64 x 48 image, but "
+                rf"{f_image} is 32 x 24; if the image files are a resized copy .*resized_copy=True"):
+        MimicCXR(root, image_size=16).split("train")
+    monkeypatch.setenv("CXRBENCH_RESIZED_COPY", "1")
+    assert f"ms-cxr-{DICOM_F}-0" in [s.id for s in MimicCXR(root, image_size=16).split("train")]
+    # The same aspect ratio but twice the frame: boxes drawn on this file would be read at the wrong scale.
+    from adapter_fixtures import write_image
+
+    write_image(mimic_image_path(root, DICOM_D), 128, 64)
+    with raises(r"line 2: the boxes refer to a 64 x 32 image, but .* is 128 x 64"):
+        MimicCXR(root, image_size=16, resized_copy=False).split("test")
+
+
+def test_a_study_missing_from_the_label_table_is_left_out_and_counted(root):
+    path = root / "mimic-cxr-2.0.0-chexpert.csv.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)
+    kept = [line for line in lines if ",57375967," not in line]  # B's study (report: "The heart is enlarged.")
+    assert len(kept) == len(lines) - 1
+    path.write_bytes(gzip.compress("".join(kept).encode()))
+    ds = MimicCXR(root, image_size=16, resized_copy=True)
+    ids = [s.id for s in ds.split("train")]
+    assert f"mimic-cxr-{DICOM_B}" not in ids and f"mimic-cxr-{DICOM_A}" in ids
+    assert ds.skipped["study not in mimic-cxr-2.0.0-chexpert.csv.gz"] == 1
 
 
 def test_split_column_of_ms_cxr_v110_and_all_test_option(root):
@@ -216,15 +248,15 @@ def test_missing_report_and_bad_label(root):
 
 def test_unreadable_image_and_other_frame(root):
     mimic_image_path(root, DICOM_D).write_bytes(b"not a jpeg")
-    sample = MimicCXR(root, image_size=16).split("test")[0]
+    # An MS-CXR image is opened when its split is built (its size is checked against the box frame).
     with raises(re.escape(str(mimic_image_path(root, DICOM_D))) + r": cannot read image .*referenced by .*"
                 r"MS_CXR_Local_Alignment_v1.0.0.csv, line 2"):
-        sample.image
+        MimicCXR(root, image_size=16).split("test")
     from adapter_fixtures import write_image
 
     write_image(mimic_image_path(root, DICOM_D), 32, 32)  # square file, 64 x 32 frame
-    with raises(r"the image is 32 x 32 pixels, but its boxes refer to a 64 x 32 image"):
-        MimicCXR(root, image_size=16).split("test")[0].image
+    with raises(r"the boxes refer to a 64 x 32 image, but .* is 32 x 32 \(another aspect ratio"):
+        MimicCXR(root, image_size=16, resized_copy=True).split("test")
 
 
 def test_a_dicom_without_split_row_and_an_unknown_split(root):

@@ -12,13 +12,15 @@ from adapter_fixtures import (
     BBOX_HEADER, DATA_ENTRY_HEADER, NIH_IMAGES, data_entry_row, make_nih, read_real_rows, real_header_line,
     region_mean, write_csv, write_image, xrv_table,
 )
-from cxrbench.data.adapters import ChestXray14
+from cxrbench.data.adapters import BOX_OTHER_CLASS, FINDING_OTHER_CLASS, RESIZED_COPY_ENV, ChestXray14
 from cxrbench.data.adapters._tables import Table
 from cxrbench.errors import DataError
 
 
 @pytest.fixture
-def root(tmp_path):
+def root(tmp_path, monkeypatch):
+    # The fixture's images are 64 px copies of the 1024 px frame of the box list: declared as such.
+    monkeypatch.setenv(RESIZED_COPY_ENV, "1")
     return make_nih(tmp_path / "nih")
 
 
@@ -34,6 +36,8 @@ def test_samples_labels_prompts_and_splits(root):
     assert [s.id for s in train] == ["nih-00000001_000", "nih-00000002_000"]
     assert [s.id for s in test] == ["nih-00000004_000", "nih-00000005_002"]
     assert ds.split("validate") == [] and ds.skipped["only labels outside the eight classes"] == 1
+    # Emphysema (00000001_000) and Mass (00000004_000) are left out of their studies, Mass's box too.
+    assert ds.skipped[FINDING_OTHER_CLASS] == 2 and ds.skipped[BOX_OTHER_CLASS] == 1
     assert train[0].report == "Cardiomegaly." and train[0].labels == ("Cardiomegaly",)  # Emphysema dropped
     assert train[1].report == "No acute cardiopulmonary process." and train[1].findings == ()
     # Effusion -> Pleural Effusion, Infiltration -> Lung Opacity, Mass ignored (its box too).
@@ -49,6 +53,18 @@ def test_boxes_from_the_1024_frame(root):
     assert [b.to_list() for b in opacity.boxes] == [[2.0, 4.0, 3.0, 4.0]]
     image = ChestXray14(root, image_size=32).split("test")[0].image  # the 64 px file at 32 px
     assert region_mean(image, (20, 16, 8, 4)) > 0.8 and image[:8, :8].mean() < 0.15
+
+
+def test_images_of_another_size_than_the_1024_frame_are_refused_unless_declared_a_resized_copy(root):
+    with raises(r"Data_Entry_2017_v2020.csv, line 5: the boxes refer to a 1024 x 1024 image, but "
+                r".*00000004_000.png is 64 x 64; .*resized_copy=True or set CXRBENCH_RESIZED_COPY=1"):
+        ChestXray14(root, image_size=16, resized_copy=False).split("test")
+    write_image(root / "images" / "00000004_000.png", 1024, 1024)  # the released size: no declaration needed
+    write_image(root / "images" / "00000005_002.png", 1024, 1024)
+    assert len(ChestXray14(root, image_size=16, resized_copy=False).split("test")) == 2
+    write_image(root / "images" / "00000005_002.png", 64, 48)
+    with raises(r"00000005_002.png is 64 x 48 \(another aspect ratio: not a resized copy\)"):
+        ChestXray14(root, image_size=16).split("test")
 
 
 def test_max_samples_and_fingerprint(root):
@@ -117,9 +133,9 @@ def test_unknown_label_missing_image_and_missing_files(root):
 
 def test_unreadable_image_names_the_row(root):
     (root / "images" / "00000004_000.png").write_bytes(b"\x89PNG broken")
-    sample = ChestXray14(root, image_size=16).split("test")[0]
+    # An image with boxes is opened when its split is built (its size is checked against the box frame).
     with raises(r"00000004_000.png: cannot read image .*referenced by .*Data_Entry_2017_v2020.csv, line 5"):
-        sample.image
+        ChestXray14(root, image_size=16).split("test")
 
 
 # -- the real tables --------------------------------------------------------------------------------
@@ -147,7 +163,7 @@ def test_real_box_list_header_and_rows_parse(tmp_path):
     assert sum(1 for _ in table.rows()) == 984
 
     # Every real box row is read and checked (labels, numbers, inside the 1024 frame).
-    ds = ChestXray14(root, image_size=64)
+    ds = ChestXray14(root, image_size=64, resized_copy=True)  # 16 px copies of the 1024 px images
     assert [s.id for s in ds.split("test")] == sorted(f"nih-{i[:-4]}" for i in listed)
     assert ds.skipped["in neither train_val_list.txt nor test_list.txt"] == 880 - len(listed)
     # The first real row: 00013118_008.png, Atelectasis, (225.08, 547.02, 86.78, 79.19) in 1024 px -> / 16.

@@ -13,7 +13,7 @@ from adapter_fixtures import (
     VINDR_HEADER, VINDR_PHYSIONET_HEADER, make_vindr_kaggle, make_vindr_physionet, region_mean,
     write_csv, write_image, xrv_table,
 )
-from cxrbench.data.adapters import VinDrCXR
+from cxrbench.data.adapters import BOX_OTHER_CLASS, VinDrCXR
 from cxrbench.data.adapters.vindr import kaggle_split
 from cxrbench.errors import DataError
 
@@ -37,6 +37,7 @@ def test_kaggle_layout_samples_and_hash_split(kaggle):
     # c has only Nodule/Mass: left out and counted.
     assert set(got) == {f"vindr-{a}", f"vindr-{b}", f"vindr-{d}"}
     assert ds.skipped["only findings outside the eight classes"] == 1
+    assert ds.skipped[BOX_OTHER_CLASS] == 2  # a's Aortic enlargement box and c's Nodule/Mass box
     assert all(got[f"vindr-{i}"].split == splits[i] for i in (a, b, d))
     assert [s.id for s in ds.split("train")] == sorted(s.id for s in ds.split("train"))
     assert got[f"vindr-{a}"].report == "Cardiomegaly. Pleural effusion."  # Aortic enlargement is ignored
@@ -90,7 +91,11 @@ def test_meta_table_gives_the_original_frame(kaggle):
     a, b, c, d = splits
     write_image(root / "train" / f"{a}.png", 40, 30, [(10, 20, 20, 8)])  # a half-size copy
     write_csv(root / "train_meta.csv", ["image_id", "dim0", "dim1"], [[a, 60, 80]])
-    (sample,) = [s for s in VinDrCXR(root, image_size=16).split(splits[a]) if s.id == f"vindr-{a}"]
+    # A file of another size than its frame is refused unless the images are declared a resized copy.
+    with raises(rf"train.csv, line 2: the boxes refer to a 80 x 60 image, but .*{a}.png is 40 x 30; .*resized_copy"):
+        VinDrCXR(root, image_size=16, resized_copy=False).split(splits[a])
+    (sample,) = [s for s in VinDrCXR(root, image_size=16, resized_copy=True).split(splits[a])
+                 if s.id == f"vindr-{a}"]
     s, ox = 16 / 60, 8 / 3
     assert sample.findings[0].boxes[0].to_list() == pytest.approx([20 * s - ox, 40 * s, 40 * s, 16 * s])
     assert region_mean(sample.image, sample.findings[0].boxes[0].to_list(), inset=1) > 0.7
@@ -179,7 +184,7 @@ def test_real_kaggle_rows(tmp_path):
         meta.append([image, height, width])
         write_image(root / "train" / f"{image}.png", 16, 16)
     write_csv(root / "train_meta.csv", ["image_id", "dim0", "dim1"], meta)
-    ds = VinDrCXR(root, image_size=32)
+    ds = VinDrCXR(root, image_size=32, resized_copy=True)
     samples = {s.id: s for split in ("train", "test") for s in ds.split(split)}
     assert len(samples) + ds.skipped["only findings outside the eight classes"] == len(wanted)
     # The third real row: 9a5094b2..., Cardiomegaly, (691, 1375) - (1653, 1831), on a square frame.

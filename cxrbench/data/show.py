@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from cxrbench.data.schema import ALL_LABELS, Sample
+from cxrbench.errors import DataError
 
 #: One colour per label in ALL_LABELS order (matplotlib's tab10 without grey).
 LABEL_COLOURS: dict[str, str] = dict(zip(ALL_LABELS, (
@@ -86,6 +88,40 @@ def pick_per_label(samples: Sequence[Sample], per_label: int) -> list[Sample]:
         picked += [s for s in samples if s.labels == (label,)][:per_label]
     picked += [s for s in samples if len(s.labels) == 2][:per_label]
     return picked
+
+
+def sheet_samples(name: str, factory: Callable[..., Any], per_label: int, image_size: int, seed: int,
+                  root: str | None = None) -> tuple[list[Sample], dict[str, int]]:
+    """The samples of a contact sheet of dataset ``name`` (built by its registered ``factory``) and what
+    the dataset left out (``cxrbench.data.left_out``).
+
+    A pool of ``max(per_label * 40, 80)`` studies is drawn and ``pick_per_label`` chooses from it. The real
+    datasets (``cxrbench.data.adapters``) read the first studies by id of their train and test splits
+    from ``root`` (None: their ``CXRBENCH_*_ROOT`` variable); the others are generated with ``n_train``,
+    ``n_test`` and ``seed``. When no study has one or two labels, the first studies of the pool are shown.
+
+    Raises:
+        DataError: for a dataset that cannot be built with these options, or that has no study.
+    """
+    from cxrbench.data import left_out
+    from cxrbench.data.adapters import DATASET_NAMES
+
+    pool_size = max(per_label * 40, 80)
+    if name in DATASET_NAMES:
+        params: dict[str, Any] = {"image_size": image_size, "max_samples": pool_size, "root": root}
+    else:
+        if root is not None:
+            raise DataError(f"dataset {name!r} is generated, not read from disk: it takes no --root")
+        params = {"n_train": pool_size, "n_test": 0, "image_size": image_size, "seed": seed}
+    try:
+        dataset = factory(**params)
+    except TypeError as exc:
+        raise DataError(f"dataset {name!r} cannot be built with {sorted(params)} ({exc})") from None
+    pool = dataset.split("train") + (dataset.split("test") if name in DATASET_NAMES else [])
+    if not pool:
+        raise DataError(f"dataset {name!r} has no study to show")
+    samples = pick_per_label(pool, per_label) or list(pool[: max(per_label, 1) * 6])
+    return samples, left_out(dataset)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

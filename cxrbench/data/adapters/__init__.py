@@ -12,8 +12,10 @@ dataset name           class                root variable           docs/dataset
 Every adapter has the interface of ``SynthCXR``: ``name``, ``params()``, ``split(name)`` (a list of samples
 sorted by id; splits ``train``, ``validate`` and ``test``), ``fingerprint()``; and the options ``root``,
 ``image_size`` and ``max_samples`` (at most this many samples per split: the first ones by id). Images
-are read when a sample's ``.image`` is used (``LazySample``); the tables are read and checked, and every
-image file of a split is checked to exist, when ``split()`` is first called.
+are read when a sample's ``.image`` is used (``LazySample``); the tables are read and checked, every
+image file of a split is checked to exist, and every image with boxes is opened to compare its size with
+the box frame (``resized_copy``), when ``split()`` is first called. ``skipped`` counts everything left
+out: rows, studies, findings and boxes, by reason.
 """
 
 from __future__ import annotations
@@ -29,8 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from cxrbench.data.schema import FINDING_CLASSES, NO_FINDING, QUERY_WORDS, Finding, Sample
+from cxrbench.data.schema import FINDING_CLASSES, NO_FINDING, QUERY_WORDS, Box, Finding, Sample
 from cxrbench.errors import DataError
+
+#: Set to 1 to say that the image files are a resized copy of the dataset (the adapters' ``resized_copy``).
+RESIZED_COPY_ENV = "CXRBENCH_RESIZED_COPY"
+#: The registered names of the four adapters' datasets.
+DATASET_NAMES: tuple[str, ...] = ("mimic-cxr+ms-cxr", "chestx-ray14", "vindr-cxr", "chexpert")
 
 #: The split names of the real datasets (SynthCXR has train and test only).
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
@@ -46,6 +53,13 @@ PHRASES: dict[str, str] = {
     "Pneumonia": "Pneumonia.",
     "Pneumothorax": "Pneumothorax.",
 }
+#: Reasons in ``RealDataset.skipped`` for what the centre crop removes.
+BOX_CROPPED = "box removed by the centre crop"
+FINDING_CROPPED = "finding whose boxes the centre crop all removed (kept without boxes: not localized)"
+#: Reasons in ``RealDataset.skipped`` for findings and boxes of classes outside the eight.
+BOX_OTHER_CLASS = "box of a class outside the eight"
+FINDING_OTHER_CLASS = "finding of a class outside the eight (left out of its study's findings)"
+
 #: The prompt of a study with no finding.
 NORMAL_REPORT = "No acute cardiopulmonary process."
 
@@ -127,22 +141,67 @@ class RealDataset:
     version = "1"
     env = ""
     contents = ""
-    #: Options that are paths on this machine: left out of the fingerprint (the files they name are in).
-    path_options: tuple[str, ...] = ("root",)
+    #: Options about this machine's copy of the data (its paths; whether it is a resized copy): left out
+    #: of the fingerprint (the files they name, and the boxes in output pixels, are in it).
+    path_options: tuple[str, ...] = ("root", "resized_copy")
+
+    #: Whether a box table gives the pixel frame of its boxes (``resized_copy`` is then an option).
+    boxes_from_table = False
 
     def __init__(self, root: str | os.PathLike | None = None, image_size: int = 512,
-                 max_samples: int | None = None) -> None:
+                 max_samples: int | None = None, resized_copy: bool | None = None) -> None:
         self.image_size, self.max_samples = check_options(self.name, image_size, max_samples)
+        if resized_copy is None:
+            resized_copy = os.environ.get(RESIZED_COPY_ENV, "").strip().lower() in ("1", "true", "yes")
+        if not isinstance(resized_copy, bool):
+            raise DataError(f"{self.name} resized_copy must be True, False or None, but got {resized_copy!r}")
+        self.resized_copy = resized_copy
         self.root = resolve_root(root, self.env, self.name, self.contents)
         self._cache: dict[str, list[Sample]] = {}
         #: Files read so far (annotation tables, image lists): hashed by ``fingerprint()``.
         self._tables: dict[str, Path] = {}
-        #: Why rows or studies were left out, with counts (e.g. ``{"no IMPRESSION or FINDINGS": 3}``).
+        #: What was left out, and why, with counts: rows and studies, findings, boxes
+        #: (e.g. ``{"report without IMPRESSION or FINDINGS section": 3, BOX_CROPPED: 1}``).
         self.skipped: Counter[str] = Counter()
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments: ``type(ds)(**ds.params())`` builds the same dataset."""
-        return {"root": str(self.root), "image_size": self.image_size, "max_samples": self.max_samples}
+        params = {"root": str(self.root), "image_size": self.image_size, "max_samples": self.max_samples}
+        if self.boxes_from_table:
+            params["resized_copy"] = self.resized_copy
+        return params
+
+    def _move_boxes(self, boxes: list[tuple[float, float, float, float]],
+                    frame: tuple[float, float]) -> tuple[Box, ...]:
+        """``transform_boxes``, counting in ``skipped`` the boxes the centre crop removes and the
+        findings it leaves without any box."""
+        from cxrbench.data.adapters._images import transform_boxes
+
+        moved = transform_boxes(boxes, frame, self.image_size)
+        if len(moved) < len(boxes):
+            self.skipped[BOX_CROPPED] += len(boxes) - len(moved)
+            if not moved:
+                self.skipped[FINDING_CROPPED] += 1
+        return moved
+
+    def _check_frame(self, ref: Any) -> None:
+        """Refuse an image (``ImageRef``) whose size is not the pixel frame its box table gives; with
+        ``resized_copy`` the image may be a scaled copy of the frame (same aspect ratio within 1 %)."""
+        if ref.frame is None:
+            return
+        from cxrbench.data.adapters._images import BOX_TOLERANCE, image_dims
+
+        width, height = image_dims(ref.path, ref.context)
+        fw, fh = ref.frame
+        if (width, height) == (fw, fh):
+            return
+        problem = (f"{ref.context}: the boxes refer to a {fw:g} x {fh:g} image, but {ref.path} is "
+                   f"{width} x {height}")
+        if not self.resized_copy:
+            raise DataError(f"{problem}; if the image files are a resized copy of the dataset, pass "
+                            f"resized_copy=True or set {RESIZED_COPY_ENV}=1 (see docs/datasets.md)")
+        if abs((width / height) / (fw / fh) - 1.0) > BOX_TOLERANCE:
+            raise DataError(f"{problem} (another aspect ratio: not a resized copy)")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
@@ -224,6 +283,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["MimicCXR", "ChestXray14", "VinDrCXR", "CheXpert", "RealDataset", "SPLITS", "PHRASES",
+__all__ = ["MimicCXR", "ChestXray14", "VinDrCXR", "CheXpert", "RealDataset", "DATASET_NAMES", "SPLITS",
+           "PHRASES", "RESIZED_COPY_ENV",
+           "BOX_CROPPED", "FINDING_CROPPED", "BOX_OTHER_CLASS", "FINDING_OTHER_CLASS",
            "NORMAL_REPORT", "CHEXPERT_LABELS", "resolve_root", "label_findings", "label_report",
            "phrase_in_report"]

@@ -7,9 +7,9 @@ The square ``size x size`` image is made from an image of ``W x H`` pixels by sc
 dropped. The image is resampled through the same continuous map (PIL's ``resize(box=...)``), so image and
 boxes stay aligned to a fraction of a pixel; nothing is rounded to whole pixels first.
 
-A box table may give boxes in another pixel frame than the file on disk (a resized copy of the dataset):
-the *frame* is the ``W x H`` the boxes refer to, and the file is mapped onto it (its aspect ratio must
-agree within 1 %).
+The *frame* is the ``W x H`` a box table's boxes refer to. The adapters refuse a file of another size
+(``RealDataset._check_frame``) unless the dataset is declared a resized copy (``resized_copy``); the
+file is then mapped onto the frame (its aspect ratio must agree within 1 %).
 
 Grey levels: 8-bit images (and colour images, converted to grey) are divided by 255; 16- and 32-bit
 images (PNGs converted from DICOM with 12-16 bits) are stretched from their own minimum to maximum.
@@ -21,6 +21,7 @@ import math
 import os
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
@@ -91,6 +92,23 @@ def image_dims(path: Path, context: str) -> tuple[int, int]:
         return im.size
     finally:
         im.close()
+
+
+def check_image_files(samples: Iterable[Sample]) -> int:
+    """Open the image file of every sample that has one (``LazySample``) and read its header (format and
+    size; the pixels are not decoded); returns how many were checked.
+
+    Raises:
+        DataError: for the first file that is missing or that PIL cannot identify, naming the file and
+            the table row that refers to it.
+    """
+    checked = 0
+    for sample in samples:
+        ref = getattr(sample, "ref", None)
+        if ref is not None and sample.__dict__.get("_image") is None:
+            image_dims(ref.path, ref.context)
+            checked += 1
+    return checked
 
 
 def load_image(path: Path, size: int, frame: tuple[float, float] | None = None,
@@ -221,5 +239,5 @@ def relpath(path: Path, root: Path) -> str:
         return Path(os.path.abspath(path)).as_posix()
 
 
-__all__ = ["crop_transform", "transform_boxes", "box_problem", "image_dims", "load_image", "ImageRef",
-           "LazySample", "relpath", "BOX_TOLERANCE"]
+__all__ = ["crop_transform", "transform_boxes", "box_problem", "image_dims", "check_image_files",
+           "load_image", "ImageRef", "LazySample", "relpath", "BOX_TOLERANCE"]

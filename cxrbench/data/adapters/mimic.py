@@ -23,7 +23,8 @@ Samples:
   image and whose patient has no MS-CXR sample in ``validate`` or ``test``: prompt = the report's
   IMPRESSION section, else its FINDINGS section (a study with neither is left out and counted in
   ``skipped``); findings = the CheXpert labels that are 1.0 among the eight classes, without boxes,
-  each stated by the first sentence of the prompt that names it. Id ``mimic-cxr-DICOM_ID``. MIMIC's
+  each stated by the first sentence of the prompt that names it. A study without a row in the CheXpert
+  table is left out and counted (it has no labels, not "No Finding"). Id ``mimic-cxr-DICOM_ID``. MIMIC's
   validate and test images that are not in MS-CXR are not used.
 """
 
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrbench.data.adapters import CHEXPERT_LABELS, RealDataset, phrase_in_report
-from cxrbench.data.adapters._images import ImageRef, LazySample, box_problem, relpath, transform_boxes
+from cxrbench.data.adapters._images import ImageRef, LazySample, box_problem, relpath
 from cxrbench.data.adapters._tables import Row, Table, find_table
 from cxrbench.data.schema import FINDING_CLASSES, Finding, Sample
 from cxrbench.errors import DataError
@@ -124,12 +125,14 @@ class MimicCXR(RealDataset):
     env = "CXRBENCH_MIMIC_ROOT"
     contents = (f"files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg, {METADATA}, {SPLIT_FILE}, {CHEXPERT}, "
                 f"reports/files/pXX/pSUBJECT/sSTUDY.txt and MS_CXR_Local_Alignment_v1.1.0.csv (or v1.0.0)")
-    path_options = ("root", "ms_cxr_csv")
+    path_options = ("root", "ms_cxr_csv", "resized_copy")
+    boxes_from_table = True
 
     def __init__(self, root: str | os.PathLike | None = None, image_size: int = 512,
                  ms_cxr_csv: str | os.PathLike | None = None, include_mimic_train: bool = True,
-                 ms_cxr_split: str = "auto", max_samples: int | None = None) -> None:
-        super().__init__(root, image_size, max_samples)
+                 ms_cxr_split: str = "auto", max_samples: int | None = None,
+                 resized_copy: bool | None = None) -> None:
+        super().__init__(root, image_size, max_samples, resized_copy)
         if not isinstance(include_mimic_train, bool):
             raise DataError(f"{self.name} include_mimic_train must be True or False, "
                             f"but got {include_mimic_train!r}")
@@ -145,7 +148,7 @@ class MimicCXR(RealDataset):
     def params(self) -> dict[str, Any]:
         return {"root": str(self.root), "image_size": self.image_size, "ms_cxr_csv": self.ms_cxr_csv,
                 "include_mimic_train": self.include_mimic_train, "ms_cxr_split": self.ms_cxr_split,
-                "max_samples": self.max_samples}
+                "max_samples": self.max_samples, "resized_copy": self.resized_copy}
 
     # -- tables ------------------------------------------------------------------------------------
 
@@ -272,7 +275,8 @@ class MimicCXR(RealDataset):
     def _ms_sample(self, phrase: _Phrase) -> Sample:
         index = self._index()
         ref = self._image_ref(phrase.dicom, index.images[phrase.dicom], phrase.frame, phrase.row.where)
-        boxes = transform_boxes(phrase.boxes, phrase.frame, self.image_size)
+        self._check_frame(ref)
+        boxes = self._move_boxes(phrase.boxes, phrase.frame)
         finding = Finding(phrase.category, phrase.text, boxes)
         return LazySample(phrase.id, None, phrase.text, phrase.split, (finding,), ref=ref,
                           size=self.image_size)
@@ -300,8 +304,11 @@ class MimicCXR(RealDataset):
         if prompt is None:
             self.skipped["report without IMPRESSION or FINDINGS section"] += 1
             return None
+        positives = self._chexpert().get((image.subject, image.study))
+        if positives is None:  # no labels: neither findings nor No Finding can be said of the study
+            self.skipped[f"study not in {CHEXPERT}"] += 1
+            return None
         ref = self._image_ref(dicom, image, None, where)
-        positives = self._chexpert().get((image.subject, image.study), frozenset())
         findings = tuple(Finding(c, phrase_in_report(prompt, c)) for c in FINDING_CLASSES if c in positives)
         return LazySample(f"mimic-cxr-{dicom}", None, prompt, "train", findings, ref=ref,
                           size=self.image_size)

@@ -25,8 +25,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from cxrbench.data.adapters import RealDataset, label_findings, label_report
-from cxrbench.data.adapters._images import ImageRef, LazySample, box_problem, relpath, transform_boxes
+from cxrbench.data.adapters import (
+    BOX_OTHER_CLASS,
+    FINDING_OTHER_CLASS,
+    RealDataset,
+    label_findings,
+    label_report,
+)
+from cxrbench.data.adapters._images import ImageRef, LazySample, box_problem, relpath
 from cxrbench.data.adapters._tables import Table, find_table, read_lines
 from cxrbench.data.schema import Sample
 from cxrbench.errors import DataError
@@ -73,9 +79,11 @@ class ChestXray14(RealDataset):
     contents = ("Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv), BBox_List_2017.csv, train_val_list.txt, "
                 "test_list.txt and the PNG images under images/ or images_*/images/")
 
+    boxes_from_table = True
+
     def __init__(self, root: str | os.PathLike | None = None, image_size: int = 512,
-                 max_samples: int | None = None) -> None:
-        super().__init__(root, image_size, max_samples)
+                 max_samples: int | None = None, resized_copy: bool | None = None) -> None:
+        super().__init__(root, image_size, max_samples, resized_copy)
         self._entries: dict[str, list[tuple[str, Any]]] | None = None
         self._images: dict[str, Path] | None = None
 
@@ -133,6 +141,8 @@ class ChestXray14(RealDataset):
             mapped = BOX_LABELS[label]
             if mapped is not None:
                 out.setdefault(image, {}).setdefault(mapped, []).append((x, y, w, h))
+            else:
+                self.skipped[BOX_OTHER_CLASS] += 1
         return out
 
     def _splits(self) -> dict[str, str]:
@@ -157,10 +167,10 @@ class ChestXray14(RealDataset):
             nbytes = path.stat().st_size
         except OSError as exc:
             raise DataError(f"{where}: cannot read image file {path} ({exc.strerror or exc})") from None
-        moved = {c: transform_boxes(b, BOX_FRAME, self.image_size)  # type: ignore[arg-type]
-                 for c, b in boxes.items()}
-        findings = label_findings(mapped, moved)
         ref = ImageRef(path, relpath(path, self.root), nbytes, BOX_FRAME if boxes else None, where)
+        self._check_frame(ref)
+        moved = {c: self._move_boxes(b, BOX_FRAME) for c, b in boxes.items()}  # type: ignore[arg-type]
+        findings = label_findings(mapped, moved)
         return LazySample(f"nih-{Path(image).stem}", None, label_report(findings), split, findings,
                           ref=ref, size=self.image_size)
 
@@ -194,6 +204,8 @@ class ChestXray14(RealDataset):
             if not mapped and NO_FINDING_LABEL not in labels[image]:
                 self.skipped["only labels outside the eight classes"] += 1
                 continue
+            self.skipped[FINDING_OTHER_CLASS] += sum(1 for n in labels[image] if n in NIH_LABELS
+                                                     and NIH_LABELS[n] is None)
             make = partial(self._make, f"{table.path}, line {line}", image, split, mapped, image_boxes)
             entries[split].append((f"nih-{Path(image).stem}", make))
         self._entries = entries

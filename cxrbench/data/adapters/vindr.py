@@ -35,9 +35,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from cxrbench.data.adapters import RealDataset, label_findings, label_report
+from cxrbench.data.adapters import BOX_OTHER_CLASS, RealDataset, label_findings, label_report
 from cxrbench.data.adapters._images import (
-    ImageRef, LazySample, box_problem, image_dims, relpath, transform_boxes,
+    ImageRef, LazySample, box_problem, image_dims, relpath,
 )
 from cxrbench.data.adapters._tables import Row, Table, find_table
 from cxrbench.data.schema import Sample
@@ -116,9 +116,11 @@ class VinDrCXR(RealDataset):
                 "annotations/annotations_{train,test}.csv and {train,test}/IMAGE_ID.png (PhysioNet layout, "
                 "images converted from DICOM to PNG)")
 
+    boxes_from_table = True
+
     def __init__(self, root: str | os.PathLike | None = None, image_size: int = 512,
-                 max_samples: int | None = None) -> None:
-        super().__init__(root, image_size, max_samples)
+                 max_samples: int | None = None, resized_copy: bool | None = None) -> None:
+        super().__init__(root, image_size, max_samples, resized_copy)
         self._entries: dict[str, list[tuple[str, Any]]] | None = None
 
     def layout(self) -> str:
@@ -173,6 +175,8 @@ class VinDrCXR(RealDataset):
             mapped = VINDR_CLASSES[name]
             if mapped is not None:
                 image.boxes.setdefault(mapped, []).append((x0, y0, x1 - x0, y1 - y0, row.line))
+            else:
+                self.skipped[BOX_OTHER_CLASS] += 1
 
     def _read_image_labels(self, path: Path, images: dict[str, _Image]) -> None:
         table = Table(self._read(path), ("image_id", "Pneumonia"), "VinDr-CXR image labels")
@@ -229,10 +233,13 @@ class VinDrCXR(RealDataset):
                 problem = box_problem(x, y, w, h, width, height)
                 if problem:
                     raise DataError(f"{image.table}, line {line}: {problem} ({size_from})")
-            moved[label] = transform_boxes([b[:4] for b in boxes], (width, height), self.image_size)
+        ref = ImageRef(path, relpath(path, self.root), nbytes, (width, height), where)
+        if image_id in frames:
+            self._check_frame(ref)
+        for label, boxes in image.boxes.items():
+            moved[label] = self._move_boxes([b[:4] for b in boxes], (width, height))
         labels = set(image.boxes) | ({"Pneumonia"} if image.pneumonia else set())
         findings = label_findings(labels, moved)
-        ref = ImageRef(path, relpath(path, self.root), nbytes, (width, height), where)
         return LazySample(f"vindr-{image_id}", None, label_report(findings), image.split, findings,
                           ref=ref, size=self.image_size)
 
