@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from cxrbench.cli import main
 from cxrbench.errors import AssetUnavailable
@@ -21,8 +20,7 @@ def test_zero_byte_weights_file_is_named_with_its_problem(tmp_path):
 
 def test_truncated_weights_file_gives_a_reason(tmp_path):
     truncated = tmp_path / "truncated.pth"
-    torch.save({"w": torch.zeros(64)}, truncated)
-    truncated.write_bytes(truncated.read_bytes()[:40])
+    truncated.write_bytes(b"\x80\x02")  # a pickle cut after its header: torch.load raises EOFError('')
     with pytest.raises(AssetUnavailable) as caught:
         InceptionExtractor.load(truncated)
     reason = str(caught.value).split(f"{truncated}:", 1)[1].strip()
