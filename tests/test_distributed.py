@@ -162,6 +162,7 @@ def test_two_processes_give_the_metrics_of_one(tmp_path):
             assert (a is None) == (b is None), (name, field)
             if a is not None:
                 assert math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-3), (name, field, a, b)
-    # Only the main process wrote: one result, its report maps, one per-sample file.
-    assert sorted(p.name for p in (tmp_path / "two" / "results").iterdir()) == [
-        stem, stem.replace(".json", ".maps.npz"), stem.replace(".json", ".samples.jsonl")]
+    # Only the main process wrote: one result, its features, its report maps, one per-sample file.
+    assert sorted(p.name for p in (tmp_path / "two" / "results").iterdir()) == sorted([
+        stem, stem.replace(".json", ".features.npz"), stem.replace(".json", ".maps.npz"),
+        stem.replace(".json", ".samples.jsonl")])
