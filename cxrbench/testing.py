@@ -30,7 +30,6 @@ from cxrbench.model import (
     CAPABILITIES,
     GENERATE,
     LOCALIZE,
-    TOKEN_GROUPS,
     ExtractionConfig,
     FitContext,
     LocalizationQuery,
@@ -38,6 +37,7 @@ from cxrbench.model import (
     ModelOptions,
     SamplerConfig,
     TrainingBudget,
+    checked_maps,
 )
 from cxrbench.protocol import derive_seed
 
@@ -198,16 +198,10 @@ def check_model(model_cls: type[Model], options: dict[str, Any] | None = None, i
                 if len(maps) != len(queries):
                     problems.append(f"localize returned {len(maps)} map sets for {len(queries)} queries")
                 for q, group_maps in zip(queries, maps):
-                    if "word" not in group_maps:
-                        problems.append(f"localize returned no 'word' map for {q.sample_id}")
-                    for group, m in group_maps.items():
-                        m = np.asarray(m)
-                        if group not in TOKEN_GROUPS:
-                            problems.append(f"unknown token group {group!r}; allowed: {TOKEN_GROUPS}")
-                        if m.shape != (image_size, image_size):
-                            problems.append(f"{group} map has shape {m.shape}, expected {(image_size, image_size)}")
-                        elif not np.isfinite(m).all():
-                            problems.append(f"{group} map has non-finite values")
+                    try:  # the rule the runner applies to every map a plugin returns
+                        checked_maps(group_maps, (image_size, image_size))
+                    except ValueError as exc:
+                        problems.append(f"localize for {q.sample_id}: {exc}")
     return problems
 
 

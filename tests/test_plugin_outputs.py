@@ -151,3 +151,12 @@ def test_tensors_that_require_grad_are_taken_as_their_values(outcomes, model_id)
     expected = by_model["dummy"].metrics
     for name in ("loc_word_auc_roc", "loc_eos_auc_roc", "fid_domain", "ms_ssim_within_prompt"):
         assert by_model[model_id].metrics[name]["value"] == pytest.approx(expected[name]["value"], abs=1e-6), name
+
+
+def test_the_contract_check_refuses_what_the_runner_refuses():
+    """``check_model``, the check plugin authors run, applies the runner's map rule: complex maps are refused."""
+    from cxrbench.testing import check_model
+
+    assert not any("localize" in p for p in check_model(DummyModel))
+    problems = check_model(ComplexMaps)
+    assert any("localize for" in p and "token group" in p for p in problems), problems
