@@ -72,15 +72,17 @@ def score_localization(
     seed: int,
 ) -> None:
     """Score every query's maps against the union of its finding's boxes."""
-    from cxrbench.metrics.localization import localization_scores
+    from cxrbench.metrics.localization import boxes_without_pixel, localization_scores
 
     if len(maps) != len(queries):
         raise PluginError(f"localize returned {len(maps)} map sets for {len(queries)} queries")
     records: list[dict[str, Any]] = []
     groups_seen: set[str] = set()
+    widened = 0
     for query, group_maps in zip(queries, maps):
         sample = samples_by_id[query.sample_id]
         finding = next(f for f in sample.findings if f.label == query.label and f.phrase == query.phrase)
+        widened += boxes_without_pixel(finding.boxes, *sample.image.shape) > 0
         if "word" not in group_maps:
             raise PluginError(f"localize must return a 'word' map for every query; sample {query.sample_id} has none")
         line: dict[str, Any] = {"sample_id": query.sample_id, "label": query.label, "phrase": query.phrase}
@@ -101,6 +103,21 @@ def score_localization(
         scores.per_sample.append(line)
         records.append({"label": query.label, **metric_values})
     aggregate_localization(scores, records, groups_seen, seed)
+    note_boxes_without_pixel(scores, widened, len(queries))
+
+
+def note_boxes_without_pixel(scores: Scores, widened: int, total: int) -> None:
+    """Say on every localization metric how many queries had a box that covers no pixel centre.
+
+    Such a box is scored on the pixel that contains its centre (``box_pixels``, docs/metrics.md).
+    """
+    if widened == 0:
+        return
+    note = (f"{widened} of {total} queries have a box that covers no pixel centre; "
+            "each such box is scored on the pixel that contains its centre")
+    for name, entry in scores.metrics.items():
+        if name.startswith("loc_"):
+            entry["note"] = note
 
 
 def aggregate_localization(scores: Scores, records: Sequence[dict[str, Any]], groups: Iterable[str], seed: int) -> None:

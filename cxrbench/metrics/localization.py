@@ -7,7 +7,8 @@ scores one (image, phrase) pair:
   Metrics whose value depends on the scale of the map min-max normalize it first
   (:func:`normalize_heatmap`); the others are invariant to it.
 - The ground truth is the union of the phrase's boxes as a boolean (H, W) mask
-  (:func:`cxrbench.data.schema.box_mask`: a pixel is inside when its centre lies in a box).
+  (:func:`box_pixels`: a pixel is inside when its centre lies in a box; a box that covers no pixel
+  centre is given the pixel that contains its centre).
 
 All functions are pure numpy/scipy and return plain Python floats (``nan`` where a score is undefined;
 each docstring says when).
@@ -31,6 +32,8 @@ __all__ = [
     "auc_roc",
     "bbox_iou",
     "binary_auroc",
+    "box_pixels",
+    "boxes_without_pixel",
     "centre_distance",
     "cnr",
     "cnr_biovil",
@@ -75,6 +78,37 @@ def _as_mask(mask: Any, shape: tuple[int, ...], name: str = "mask") -> np.ndarra
             "resize the heatmap to the image before scoring"
         )
     return array
+
+
+def _centre_pixel(box: Box, height: int, width: int) -> tuple[int, int] | None:
+    centre_x, centre_y = box.center
+    row, col = math.floor(centre_y), math.floor(centre_x)
+    if 0 <= row < height and 0 <= col < width:
+        return row, col
+    return None
+
+
+def boxes_without_pixel(boxes: Sequence[Box], height: int, width: int) -> int:
+    """How many of ``boxes`` cover no pixel centre of an (H, W) grid (an empty :func:`box_mask`)."""
+    return sum(1 for b in boxes if not box_mask([b], height, width).any())
+
+
+def box_pixels(boxes: Sequence[Box], height: int, width: int) -> np.ndarray:
+    """The pixels of ``boxes`` as localization scores them: a boolean (H, W) mask, the union over boxes.
+
+    A box's pixels are those whose centre lies in it (:func:`cxrbench.data.schema.box_mask`). A box
+    that covers no pixel centre (narrower or shorter than a pixel, between two centres) gets the one
+    pixel that contains its centre instead, so every metric scores it on that pixel (docs/metrics.md:
+    boxes that cover no pixel). A box whose centre lies outside the image stays empty.
+    """
+    mask = np.zeros((height, width), dtype=bool)
+    for b in boxes:
+        single = box_mask([b], height, width)
+        centre = _centre_pixel(b, height, width)
+        if not single.any() and centre is not None:
+            single[centre] = True
+        mask |= single
+    return mask
 
 
 def normalize_heatmap(heatmap: np.ndarray) -> np.ndarray:
@@ -300,7 +334,7 @@ def largest_component(binary: np.ndarray) -> np.ndarray:
 
 def _component_box_iou(binary: np.ndarray, box: Box) -> float:
     height, width = binary.shape
-    truth = box_mask([box], height, width)
+    truth = box_pixels([box], height, width)
     component = largest_component(binary)
     if not component.any():
         return 0.0 if truth.any() else float("nan")
@@ -329,7 +363,7 @@ def bbox_iou(heatmap: np.ndarray, box: Box) -> float:
 
     The map is binarized by :func:`gmm_binarize`; the predicted box is the tight bounding rectangle
     of its largest 8-connected component (:func:`largest_component`); both boxes are rasterized on
-    the pixel grid (:func:`cxrbench.data.schema.box_mask` for the ground truth) and compared as pixel
+    the pixel grid (:func:`box_pixels` for the ground truth) and compared as pixel
     sets. An empty binarization scores 0.0. Meant for single-box findings; the caller decides.
     """
     return _component_box_iou(gmm_binarize(heatmap), box)
@@ -405,7 +439,9 @@ def localization_scores(
     ``boxes`` are the phrase's boxes in pixel coordinates of an image of ``image_shape`` (H, W);
     the heatmap must already have that shape (the caller resizes it). The map is binarized once
     and the result shared by ``iou_gmm``, ``miou_gmm``, ``bbox_iou`` and ``centre_distance``.
-    ``bbox_iou`` and ``centre_distance`` are ``nan`` unless there is exactly one box.
+    ``bbox_iou`` and ``centre_distance`` are ``nan`` unless there is exactly one box. Every metric
+    takes the boxes' pixels from :func:`box_pixels` (a box that covers no pixel centre scores on the
+    pixel that contains its centre).
 
     Raises:
         ValueError: the heatmap's shape differs from ``image_shape``, or ``boxes`` is empty.
@@ -420,7 +456,7 @@ def localization_scores(
     if len(boxes) == 0:
         raise ValueError("`boxes` must hold at least one Box (the phrase's ground truth), but got none")
     height, width = expected
-    mask = box_mask(list(boxes), height, width)
+    mask = box_pixels(list(boxes), height, width)
     normalized = normalize_heatmap(values)
     mixture = fit_gaussian_mixture_1d(normalized)
     threshold = float("nan") if mixture is None else (mixture.means[0] + mixture.means[1]) / 2.0
@@ -430,7 +466,7 @@ def localization_scores(
     return {
         "auc_roc": binary_auroc(values, mask),
         "cnr": cnr(normalized, mask),
-        "cnr_biovil": cnr_biovil(normalized, [box_mask([b], height, width) for b in boxes]),
+        "cnr_biovil": cnr_biovil(normalized, [box_pixels([b], height, width) for b in boxes]),
         "pointing_game": pointing_game(values, mask),
         "iou_gmm": ious["iou"],
         "miou_gmm": ious["miou"],
