@@ -4,6 +4,7 @@ One result JSON per (model, track, seed). Shape (schema version 1)::
 
     {
       "schema_version": 1,
+      "metric_versions": {METRIC: int} (the definition version of each metric; absent means 1 for all),
       "status": "ok" | "failed",
       "error": null | {"stage": str, "type": str, "message": str},
       "created": ISO-8601 UTC timestamp,
@@ -68,6 +69,10 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "per_class": dict,
 }
 STATUSES = ("ok", "failed")
+#: Version of each metric definition, by metric name prefix (``kid`` covers every ``kid_<extractor>``).
+#: A definition that changes its figures gets a new version; results of an older one fail validation.
+#: kid 2: subsets of ``min(1000, N // 2, M // 2)`` instead of ``min(1000, N, M)``.
+METRIC_VERSIONS: dict[str, int] = {"fid": 1, "kid": 2, "precision": 1, "recall": 1}
 METRIC_KEYS = ("value", "ci_low", "ci_high", "n", "higher_is_better")
 
 
@@ -173,6 +178,7 @@ def validation_errors(data: dict[str, Any], tracks: dict[str, Any] | None = None
         if key not in data["plugin"]:
             problems.append(f"plugin is missing {key!r}")
     problems += _registry_problems(data["plugin"])
+    problems += metric_version_problems(data)
     for metric, entry in data["metrics"].items():
         if not isinstance(entry, dict):
             problems.append(f"metric {metric!r} must be an object, but got {type(entry).__name__}")
@@ -187,6 +193,23 @@ def validation_errors(data: dict[str, Any], tracks: dict[str, Any] | None = None
                 problems.append(f"metric {metric!r} field {k!r} must be a number or null, but got {v!r}")
         if not isinstance(entry["higher_is_better"], bool):
             problems.append(f"metric {metric!r} field 'higher_is_better' must be true or false")
+    return problems
+
+
+def metric_version_problems(data: dict[str, Any]) -> list[str]:
+    """One message per metric whose figures were computed with an older definition than ``METRIC_VERSIONS``."""
+    recorded = data.get("metric_versions", {})
+    if not isinstance(recorded, dict):
+        return [f"metric_versions must be an object, but got {type(recorded).__name__}"]
+    problems = []
+    for family, current in METRIC_VERSIONS.items():
+        version = recorded.get(family, 1)
+        names = sorted(m for m in data["metrics"] if m.startswith(f"{family}_"))
+        if names and version != current:
+            problems.append(
+                f"metric {family!r} ({', '.join(names)}) was computed with metric version {version!r}, but the "
+                f"current definition is version {current}: recompute it (docs/results.md: Metric versions)"
+            )
     return problems
 
 

@@ -49,6 +49,7 @@ from cxrbench.rederive import write_features_file
 from cxrbench.registry import ModelEntry, Registry, get_registry
 from cxrbench.report import maps_path_for, save_report_maps
 from cxrbench.results import (
+    METRIC_VERSIONS,
     SCHEMA_VERSION,
     atomic_write_json,
     atomic_write_text,
@@ -316,6 +317,7 @@ def _contract(message: str) -> Exception:
 def _skeleton(entry: ModelEntry, options: dict[str, Any], track: Track, seed: int, device: str) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
+        "metric_versions": dict(METRIC_VERSIONS),
         "status": "ok",
         "error": None,
         "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),

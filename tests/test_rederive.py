@@ -160,3 +160,27 @@ def test_committed_smoke_results_rederive(capsys):
     paths = sorted(COMMITTED_RESULTS.glob("*__smoke__*.json"))
     assert paths
     assert main(["validate", *map(str, paths)]) == 0, capsys.readouterr().err
+
+
+def test_kid_of_the_whole_set_rule_is_refused_by_re_derivation(results):
+    """A KID computed with version 1's subsets (the whole smaller set) disagrees with the re-derived one, even
+    when the result claims the current metric versions."""
+    from cxrbench.metrics.fidelity import _unbiased_mmd2, kid_subset_size
+    from cxrbench.rederive import real_features
+    from cxrbench.runner import load_track_data
+
+    path = results / f"{STEM}.json"
+    record = load_result(path)
+    registry = registry_with(DummyModel)
+    track = get_track("smoke")
+    real = real_features(track, "domain", load_track_data(track, registry).test, registry)
+    generated = np.load(features_path_for(path))["features/domain"].astype(np.float64)
+    kid = record["metrics"]["kid_domain"]
+    assert kid["n"] == kid_subset_size(len(real), len(generated)) < min(len(real), len(generated))
+    assert kid["ci_high"] > kid["ci_low"]
+    whole_set = _unbiased_mmd2(real, generated, 3, 1.0 / real.shape[1], 1.0)  # N == M: every subset is the set
+    assert len(real) == len(generated) and not math.isclose(whole_set, kid["value"], rel_tol=1e-6)
+    record["metrics"]["kid_domain"].update(value=whole_set, ci_low=whole_set, ci_high=whole_set, n=len(real))
+    atomic_write_json(path, record)
+    problems = rederivation_errors(load_result(path), path, registry)
+    assert any(f"{path}: kid_domain value is {whole_set!r} in the result" in p for p in problems), problems

@@ -8,7 +8,7 @@ import pytest
 from cxrbench.cli import main
 from cxrbench.errors import ResultError
 from cxrbench.protocol import TRACKS
-from cxrbench.results import atomic_write_json, json_safe, load_result, validate_result, validation_errors
+from cxrbench.results import METRIC_VERSIONS, atomic_write_json, json_safe, load_result, validate_result, validation_errors
 
 
 def minimal_result(track: str = "smoke") -> dict:
@@ -45,6 +45,29 @@ def test_validation_names_the_problem(mutate, message):
     mutate(record)
     problems = validation_errors(record)
     assert any(message in p for p in problems), problems
+
+
+def _with_kid(record: dict) -> dict:
+    record["metrics"]["kid_domain"] = {"value": 0.4, "ci_low": 0.3, "ci_high": 0.5, "n": 100, "higher_is_better": False}
+    return record
+
+
+def test_validation_refuses_kid_of_an_older_metric_version():
+    record = _with_kid(minimal_result())  # no metric_versions: every metric at version 1
+    problems = validation_errors(record)
+    assert any("metric 'kid' (kid_domain)" in p and "version 1" in p and "version 2" in p for p in problems), problems
+    record["metric_versions"] = {"kid": 1}
+    assert any("metric 'kid' (kid_domain)" in p for p in validation_errors(record))
+    record["metric_versions"] = dict(METRIC_VERSIONS)
+    assert validation_errors(record) == []
+
+
+def test_metric_versions_only_concern_the_metrics_a_result_has():
+    assert METRIC_VERSIONS["kid"] == 2
+    record = minimal_result()  # FID only, whose definition is still version 1
+    assert validation_errors(record) == []
+    record["metric_versions"] = "new"
+    assert any("metric_versions must be an object" in p for p in validation_errors(record))
 
 
 def test_validate_cli_exits_nonzero_with_file_name(tmp_path, capsys):

@@ -27,6 +27,7 @@ __all__ = [
     "fid_from_features",
     "frechet_distance",
     "kid_from_features",
+    "kid_subset_size",
     "ms_ssim_settings",
     "ms_ssim_within_prompt",
 ]
@@ -147,6 +148,11 @@ def _unbiased_mmd2(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef
     return float(within_x + within_y - 2.0 * k_xy.mean())
 
 
+def kid_subset_size(n_real: int, n_generated: int, subset_size: int = 1000) -> int:
+    """KID's subset size (metric version 2): ``min(subset_size, N // 2, M // 2)``, at least 2."""
+    return max(2, min(int(subset_size), int(n_real) // 2, int(n_generated) // 2))
+
+
 def kid_from_features(
     real: np.ndarray,
     generated: np.ndarray,
@@ -163,8 +169,12 @@ def kid_from_features(
     ``k(x, y) = (gamma <x, y> + coef0) ** degree`` (``gamma`` defaults to 1/D):
     ``sum_{i!=j} k(x_i, x_j) / (m(m-1)) + sum_{i!=j} k(y_i, y_j) / (m(m-1)) - 2 sum_{i,j} k(x_i, y_j) / m^2``,
     averaged over ``subsets`` pairs of random subsets (drawn without replacement, independently for
-    each subset, from ``numpy.random.default_rng(seed)``) of ``m = min(subset_size, N, M)`` samples.
-    ``std`` is the population standard deviation over subsets. The estimate can be slightly negative.
+    each subset, from ``numpy.random.default_rng(seed)``) of ``m = min(subset_size, N // 2, M // 2)``
+    samples (at least 2): half of the smaller set, so that the subsets differ from one another and
+    their spread measures the estimate's sampling variability (Binkowski et al. draw subsets smaller
+    than the sets; with ``m = min(N, M)`` every subset of the smaller set is the whole set and ``std``
+    collapses). ``std`` is the population standard deviation over subsets. The estimate can be slightly
+    negative.
     Returns ``{"value", "std", "n_subsets", "subset_size"}``.
     """
     real_array, generated_array = _paired_features(real, generated)
@@ -176,7 +186,7 @@ def kid_from_features(
         raise ValueError(f"`degree` must be a positive integer, but got {degree}")
     dim = real_array.shape[1]
     kernel_gamma = 1.0 / dim if gamma is None else float(gamma)
-    m = min(int(subset_size), real_array.shape[0], generated_array.shape[0])
+    m = kid_subset_size(real_array.shape[0], generated_array.shape[0], subset_size)
     rng = np.random.default_rng(seed)
     estimates = np.empty(subsets, dtype=np.float64)
     for index in range(subsets):
