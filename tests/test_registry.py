@@ -107,3 +107,32 @@ def test_builtins_register_datasets_and_feature_extractors_through_the_hooks():
     assert reg.feature_extractors["domain"].plugin.name == "cxrbench.builtins"
     impls = reg.plugin_manager.hook.cxrbench_register_feature_extractors.get_hookimpls()
     assert "cxrbench.builtins" in [i.plugin_name for i in impls]
+
+
+DATA_AND_EXTRACTOR_PLUGIN = '''
+from cxrbench import hookimpl
+
+def tiny_dataset(**params):
+    return ("tiny", params)
+
+def tiny_extractor():
+    return "tiny-extractor"
+
+@hookimpl
+def cxrbench_register_datasets(register):
+    register("tiny-cxr", tiny_dataset)
+
+@hookimpl
+def cxrbench_register_feature_extractors(register):
+    register("tiny-features", tiny_extractor)
+'''
+
+
+def test_a_third_party_plugin_registers_a_dataset_and_a_feature_extractor(fake_distribution):
+    fake_distribution("cxrbench-tiny", "tiny", "cxrbench_tiny_mod", DATA_AND_EXTRACTOR_PLUGIN, "0.3.0")
+    reg = build_registry()
+    dataset, extractor = reg.dataset("tiny-cxr"), reg.feature_extractors["tiny-features"]
+    assert (dataset.plugin.distribution, dataset.plugin.version) == ("cxrbench-tiny", "0.3.0")
+    assert dataset.factory(n_test=2) == ("tiny", {"n_test": 2})
+    assert extractor.plugin.distribution == "cxrbench-tiny" and extractor.factory() == "tiny-extractor"
+    assert "synthcxr" in reg.datasets and "domain" in reg.feature_extractors  # the built-ins are still there
