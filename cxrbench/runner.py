@@ -416,6 +416,7 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
             record["plugin"]["config"] = stages._model.config()
         else:
             record["plugin"]["config"] = entry.cls(options).config()
+        stage = "write"  # the files beside the result: a failure here is a write failure, as for the record
         if maps is not None:  # the maps a report shows (cxrbench report), kept beside the result
             save_report_maps(maps_path_for(result_path), queries, maps)
         samples_path = out_dir / f"{stem}.samples.jsonl"

@@ -143,6 +143,19 @@ def test_a_result_that_cannot_be_written_is_a_failed_run_and_the_others_go_on(tm
     assert second.status == "ok" and second.result_path.exists()
 
 
+def test_a_per_sample_file_that_cannot_be_written_fails_the_run_at_the_write_stage(tmp_path, registry, monkeypatch):
+    import cxrbench.runner as runner
+
+    def refuse(path, text):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(runner, "atomic_write_text", refuse)
+    [outcome] = run_benchmark(["dummy"], SMOKE, [0], tmp_path / "r", tmp_path / "w", registry=registry,
+                              show_progress=False)
+    record = load_result(outcome.result_path)
+    assert outcome.status == "failed" and record["error"]["stage"] == "write", record["error"]
+
+
 def test_a_result_of_another_track_version_or_other_options_is_not_overwritten_silently(tmp_path, registry):
     args = (["dummy"], SMOKE, [0], tmp_path / "r", tmp_path / "w")
     [first] = run_benchmark(*args, registry=registry, show_progress=False)
