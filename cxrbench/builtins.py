@@ -1,4 +1,4 @@
-"""Built-in models (the box-prior, nearest-report and real-images baselines), datasets and feature extractors, registered
+"""Built-in models (the box-prior, nearest-report and real-images baselines), datasets, feature extractors and metrics, registered
 through the same hooks as any plugin."""
 
 from __future__ import annotations
@@ -83,3 +83,11 @@ def cxrbench_register_feature_extractors(register: Callable[[str, Callable[..., 
     register("domain", _domain_evaluator)
     register("inception", _inception)
     register("xrv", _xrv)
+
+
+@hookimpl
+def cxrbench_register_metrics(register: Callable[[object], None]) -> None:
+    from cxrbench.metrics.builtin import BUILT_IN_METRICS
+
+    for metric in BUILT_IN_METRICS:
+        register(metric)

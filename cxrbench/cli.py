@@ -1,4 +1,4 @@
-"""Command line: list / run / leaderboard / compare / validate / report / data / bench."""
+"""Command line: list / run / rescore / leaderboard / compare / validate / report / data / bench."""
 
 from __future__ import annotations
 
@@ -77,13 +77,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _metric_catalogue() -> list[dict[str, Any]]:
+    """Every registered metric output under the name a result gives it, and the core's fidelity metrics."""
+    from cxrbench.metric import FEATURES, MAPS
     from cxrbench.metrics.fidelity import FIDELITY_METRICS
-    from cxrbench.metrics.localization import LOCALIZATION_METRICS
+    from cxrbench.registry import get_registry
 
-    rows = [{"name": f"loc_<group>_{k}", "higher_is_better": v["higher_is_better"], "description": v["description"]}
-            for k, v in LOCALIZATION_METRICS.items()]
-    rows += [{"name": k, "higher_is_better": v["higher_is_better"], "description": v["description"]}
-             for k, v in FIDELITY_METRICS.items()]
+    pattern = {MAPS: "loc_<group>_{}", FEATURES: "{}_<extractor>"}
+    rows = [{"name": pattern.get(e.metric.needs, "{}").format(output), "higher_is_better": higher,
+             "description": e.metric.describe(output), "distribution": e.plugin.distribution}
+            for e in get_registry().metrics.values() for output, higher in e.metric.directions.items()]
+    rows += [{"name": k, "higher_is_better": v["higher_is_better"], "description": v["description"],
+              "distribution": "cxrbench"}
+             for k, v in FIDELITY_METRICS.items() if k in ("ms_ssim_within_prompt", "cond_auroc", "cond_top1")]
     return rows
 
 
@@ -146,6 +151,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: ok")
     return 1 if bad else 0
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from cxrbench.registry import get_registry
+    from cxrbench.rescore import rescore_result
+
+    registry, failed = get_registry(), 0
+    for path in args.results:
+        try:
+            outcome = rescore_result(Path(path), Path(args.workdir), registry)
+        except CxrbenchError as exc:
+            failed += 1
+            print(f"{path}: NOT RESCORED\n  - {exc}", file=sys.stderr)
+            continue
+        changed = ", ".join(outcome.changed[:6]) + (f" and {len(outcome.changed) - 6} more" if len(outcome.changed) > 6 else "")
+        print(f"{path}: {outcome.status}" + (f"; changed: {changed}" if outcome.changed else "; no figure changed"))
+    return 1 if failed else 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -266,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                    help="write training checkpoints every STEPS steps; an interrupted fit resumes from the latest")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("rescore", help="recompute results' metrics from their runs' kept maps and images (the work "
+                       "folder), without training again")
+    p.add_argument("results", nargs="+", metavar="RESULT", type=Path)
+    p.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="the work folder the runs kept their outputs in")
+    p.set_defaults(func=cmd_rescore)
 
     p = sub.add_parser("validate", help="check result files against the schema and their track's hash, and "
                        "re-derive their figures from the per-sample and features files beside them")

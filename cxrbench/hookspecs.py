@@ -32,3 +32,14 @@ def cxrbench_register_feature_extractors(register: Callable[[str, Callable[..., 
     A factory raises ``cxrbench.errors.AssetUnavailable`` when its local weights are missing; the metric
     is then reported as unavailable and the run goes on.
     """
+
+
+@hookspec
+def cxrbench_register_metrics(register: Callable[[object], None]) -> None:
+    """Register metrics: ``register(cxrbench.metric.Metric(...))``.
+
+    A metric declares what it needs (attention maps and boxes, generated and real features, or per-sample
+    scores), its direction and how it is computed; the core computes its intervals, writes it into every
+    result and puts it on the leaderboard (``cxrbench.metric``). Its name and outputs must be new: a name
+    that is already registered is refused, as for models.
+    """

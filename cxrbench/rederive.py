@@ -37,7 +37,8 @@ import numpy as np
 
 from cxrbench.errors import CxrbenchError, ResultError
 from cxrbench.results import atomic_write_bytes, load_results_dir
-from cxrbench.scoring import PER_EXTRACTOR_METRICS, Scores, _num
+from cxrbench.metric import SAMPLES
+from cxrbench.scoring import Scores, _num, feature_metric_outputs, score_sample_metrics
 
 #: Relative and absolute tolerance of a re-derived figure (module docstring).
 REL_TOL = 1e-6
@@ -45,7 +46,6 @@ ABS_TOL = 1e-9
 FEATURES_SUFFIX = ".features.npz"
 #: The fields of a metric (and of a per-class entry) that are compared.
 COMPARED_FIELDS = ("value", "ci_low", "ci_high", "n")
-FIDELITY_PREFIXES = tuple(f"{prefix}_" for prefix in PER_EXTRACTOR_METRICS) + ("cond_",)
 
 #: Real test images' features per (track hash, extractor name), computed once per process.
 _REAL_FEATURES: dict[tuple[str, str], np.ndarray] = {}
@@ -79,18 +79,36 @@ def rederivation_errors(data: dict[str, Any], path: Path | str, registry: Any = 
     """
     if data.get("status") != "ok":
         return []
+    from cxrbench.registry import get_registry
+
     path = Path(path)
+    registry = registry or get_registry()
     recomputed, sources = Scores(), {}
-    loc_problems = _rederive_localization(data, path, recomputed, sources)
+    uninstalled = _uninstalled_sources(data, path, registry)
+    loc_problems = _rederive_localization(data, path, recomputed, sources, registry)
     fidelity_problems = _rederive_fidelity(data, path, recomputed, sources, registry)
-    problems = loc_problems + fidelity_problems + disagreements(data, recomputed, sources, path)
-    for family, failed in (("loc_", loc_problems), (FIDELITY_PREFIXES, fidelity_problems)):
+    problems = uninstalled + loc_problems + fidelity_problems + disagreements(data, recomputed, sources, path)
+    sample_outputs = tuple(name for entry in registry.metrics_needing(SAMPLES) for name in entry.metric.directions)
+    fidelity = tuple(f"{prefix}_" for prefix in feature_metric_outputs(registry)) + ("cond_",)
+    for family, failed in ((("loc_", *sample_outputs), loc_problems), (fidelity, fidelity_problems)):
         if not failed:  # a missing or broken file is reported once, not once per metric
             problems += _unexplained(data, recomputed, family, path)
     return problems
 
 
-def _rederive_localization(data: dict[str, Any], path: Path, recomputed: Scores, sources: dict[str, str]) -> list[str]:
+def _uninstalled_sources(data: dict[str, Any], path: Path, registry: Any) -> list[str]:
+    """Plugin metrics of the result whose distribution registers no metric here: they cannot be re-derived."""
+    installed = {entry.source for entry in registry.metrics.values()}
+    missing: dict[str, list[str]] = {}
+    for name, entry in data["metrics"].items():
+        if isinstance(entry, dict) and entry.get("source") and entry["source"] not in installed:
+            missing.setdefault(entry["source"], []).append(name)
+    return [f"{path}: {_listed(names)} come from the metric plugin {source!r}, which is not installed here, so "
+            "they cannot be re-derived (install it, or leave the result out)" for source, names in sorted(missing.items())]
+
+
+def _rederive_localization(data: dict[str, Any], path: Path, recomputed: Scores, sources: dict[str, str],
+                           registry: Any) -> list[str]:
     from cxrbench.scoring import aggregate_localization
 
     stored = [name for name, entry in data["metrics"].items() if name.startswith("loc_") and entry.get("value") is not None]
@@ -104,12 +122,13 @@ def _rederive_localization(data: dict[str, Any], path: Path, recomputed: Scores,
     samples = path.with_name(name)
     if not samples.is_file():
         return [f"{path}: its per-sample file {samples} is missing, so {_listed(stored)} cannot be re-derived"]
-    records, groups = [], set()
+    records, groups, lines = [], set(), []
     for number, line in enumerate(samples.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             entry = json.loads(line)
             metrics = {key: float("nan") if value is None else float(value) for key, value in entry["metrics"].items()}
             records.append({"label": str(entry["label"]), **metrics})
+            lines.append({**entry, "metrics": metrics})
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             return [f"{samples} line {number}: not a per-sample line with 'label' and 'metrics' ({exc})"]
         groups.update(_group_of(key) for key in metrics)
@@ -117,10 +136,11 @@ def _rederive_localization(data: dict[str, Any], path: Path, recomputed: Scores,
         return [f"{samples}: has no per-sample lines, so {_listed(stored)} cannot be re-derived"]
     if records:
         try:
-            aggregate_localization(recomputed, records, groups, int(data["seed"]))
+            aggregate_localization(recomputed, records, groups, int(data["seed"]), registry)
         except ValueError as exc:
             return [f"{samples}: cannot aggregate its per-sample scores: {exc}"]
-    sources.update((metric, samples.name) for metric in recomputed.metrics if metric.startswith("loc_"))
+        score_sample_metrics(recomputed, lines, int(data["seed"]), registry)
+    sources.update((metric, samples.name) for metric in recomputed.metrics)
     return []
 
 
@@ -163,43 +183,46 @@ def _shipped_features(data: dict[str, Any], path: Path, stored: list[str]) -> tu
 def _rederive_fidelity(data: dict[str, Any], path: Path, recomputed: Scores, sources: dict[str, str],
                        registry: Any) -> list[str]:
     extractors = sorted(name for name, e in data["evaluators"].items() if isinstance(e, dict) and e.get("available"))
+    fidelity = tuple(f"{prefix}_" for prefix in feature_metric_outputs(registry)) + ("cond_",)
     stored = [name for name, entry in data["metrics"].items()
-              if name.startswith(FIDELITY_PREFIXES) and entry.get("value") is not None]
+              if name.startswith(fidelity) and entry.get("value") is not None]
     if not extractors and not stored:
         return []
     arrays, problems = _shipped_features(data, path, stored)
     if arrays is None:
         return problems
     from cxrbench.protocol import TRACKS
-    from cxrbench.registry import get_registry
-    from cxrbench.runner import load_track_data
+    from cxrbench.runner import generation_plan, load_track_data
 
-    registry = registry or get_registry()
     track = TRACKS[data["track"]["name"]]
     try:
         test = load_track_data(track, registry).test
     except CxrbenchError as exc:
         return [f"{path}: cannot re-derive its fidelity figures without the track's test images: {exc}"]
     source = path.with_name(data["features_file"]).name
+    prompt_ids = generation_plan(track, test, int(data["seed"]))[2]
     for name in extractors:
-        problems += _rederive_extractor(data, path, name, arrays, track, test, registry, recomputed)
+        problems += _rederive_extractor(data, path, name, arrays, (track, test, prompt_ids), registry, recomputed)
     if "domain" in extractors:
         problems += _rederive_conditional(path, arrays, track, test, int(data["seed"]), recomputed)
-    sources.update((metric, source) for metric in recomputed.metrics if metric.startswith(FIDELITY_PREFIXES))
+    sources.update((metric, source) for metric in recomputed.metrics if metric.startswith(fidelity))
     return problems
 
 
-def _rederive_extractor(data: dict[str, Any], path: Path, name: str, arrays: dict[str, np.ndarray], track: Any,
-                        test: Sequence[Any], registry: Any, recomputed: Scores) -> list[str]:
+def _rederive_extractor(data: dict[str, Any], path: Path, name: str, arrays: dict[str, np.ndarray],
+                        plan: tuple[Any, Sequence[Any], np.ndarray], registry: Any, recomputed: Scores) -> list[str]:
+    """The figures of extractor ``name``; ``plan`` is (track, test samples, prompt of each generated image)."""
     from cxrbench.scoring import score_extractor
 
+    track, test, prompt_ids = plan
     generated = arrays.get(f"features/{name}")
     if generated is None:
         return [(f"{path}: its features file {data['features_file']} has no array 'features/{name}', so the "
                  f"{name} figures cannot be re-derived")]
     try:
         real = real_features(track, name, test, registry, data["evaluators"][name].get("sha256"))
-        score_extractor(recomputed, name, real, generated.astype(np.float64), int(data["seed"]))
+        score_extractor(recomputed, name, real, generated.astype(np.float64), prompt_ids, int(data["seed"]),
+                        registry)
     except (CxrbenchError, ValueError) as exc:
         return [f"{path}: cannot re-derive the {name} figures: {exc}"]
     return []

@@ -6,8 +6,8 @@ third-party plugins load; ``CXRBENCH_TRACE_PLUGINS=1`` prints every hook call. A
 import is recorded by name with its error, and the others still load.
 
 Built-ins cannot be shadowed: ``cxrbench.builtins`` registers first, then the plugins the project ships
-(``BUILT_IN_DISTRIBUTIONS``), then every other plugin. A name (model id, dataset, feature extractor) that is
-already registered is refused for the newcomer, recorded as a load error naming its plugin and the name;
+(``BUILT_IN_DISTRIBUTIONS``), then every other plugin. A name (model id, dataset, feature extractor, metric) that is
+already registered (a metric's outputs included) is refused for the newcomer, recorded as a load error naming its plugin and the name;
 the newcomer's other registrations still load.
 """
 
@@ -26,6 +26,7 @@ import pluggy
 
 from cxrbench import hookspecs
 from cxrbench.errors import PluginError
+from cxrbench.metric import Metric
 from cxrbench.model import CAPABILITIES, Model
 
 DEFAULT_PLUGINS: tuple[str, ...] = ("cxrbench.builtins",)
@@ -73,6 +74,17 @@ class FactoryEntry:
 
 
 @dataclass(frozen=True)
+class MetricEntry:
+    metric: Metric
+    plugin: PluginInfo
+
+    @property
+    def source(self) -> str | None:
+        """The distribution that registered a third-party metric; None for a built-in one."""
+        return None if self.plugin.distribution == "cxrbench" else self.plugin.distribution
+
+
+@dataclass(frozen=True)
 class LoadError:
     plugin: str
     distribution: str
@@ -86,6 +98,7 @@ class Registry:
     models: dict[str, ModelEntry] = field(default_factory=dict)
     datasets: dict[str, FactoryEntry] = field(default_factory=dict)
     feature_extractors: dict[str, FactoryEntry] = field(default_factory=dict)
+    metrics: dict[str, MetricEntry] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
 
     def model(self, model_id: str) -> ModelEntry:
@@ -102,6 +115,10 @@ class Registry:
             return self.datasets[name]
         except KeyError:
             raise PluginError(f"dataset must be one of {sorted(self.datasets)}, but got {name!r}") from None
+
+    def metrics_needing(self, needs: str) -> list[MetricEntry]:
+        """The registered metrics of one kind of input (``cxrbench.metric.NEEDS``), in registration order."""
+        return [entry for entry in self.metrics.values() if entry.metric.needs == needs]
 
     def _errors_hint(self) -> str:
         if not self.errors:
@@ -219,11 +236,31 @@ def _collect(registry: Registry) -> None:
         return make
 
     _call_each(registry, "cxrbench_register_models", model_register)
+    _call_each(registry, "cxrbench_register_metrics", lambda info: _metric_register(registry, info))
     _call_each(registry, "cxrbench_register_datasets", factory_register(registry.datasets, "dataset"))
     _call_each(
         registry, "cxrbench_register_feature_extractors",
         factory_register(registry.feature_extractors, "feature extractor"),
     )
+
+
+def _metric_register(registry: Registry, info: PluginInfo) -> Callable[[Metric], None]:
+    def register(metric: Metric) -> None:
+        if not isinstance(metric, Metric):
+            raise PluginError(f"metric from {info.distribution}: register takes a cxrbench.metric.Metric, "
+                              f"but got {type(metric).__name__}")
+        problems = metric.problems()
+        if problems:
+            raise PluginError(f"metric {metric.name!r} from {info.distribution}: " + "; ".join(problems))
+        taken = {name: entry for entry in registry.metrics.values()
+                 for name in (entry.metric.name, *entry.metric.directions)}
+        clash = next((n for n in (metric.name, *metric.directions) if n in taken), None)
+        if clash is not None:
+            _refuse(registry, "metric", clash, info, taken[clash].plugin)
+            return
+        registry.metrics[metric.name] = MetricEntry(metric, info)
+
+    return register
 
 
 def _refuse(registry: Registry, kind: str, name: str, newcomer: PluginInfo, owner: PluginInfo) -> None:

@@ -138,6 +138,42 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     tmp.replace(path)
 
 
+def load_saved_maps(path: Path, count: int) -> list[dict[str, np.ndarray]]:
+    """The maps a run saved in its work folder (``maps.npz``): for each of ``count`` queries, group -> map."""
+    stored = np.load(path)
+    groups = sorted({k.split("/", 1)[0] for k in stored.files})
+    return [{g: stored[f"{g}/{i}"] for g in groups if f"{g}/{i}" in stored.files} for i in range(count)]
+
+
+def score_outputs(track: Track, data: TrackData, maps: list[dict[str, np.ndarray]] | None,
+                  generated: tuple[np.ndarray, np.ndarray, list[tuple[str, ...]]] | None, seed: int,
+                  registry: Registry, feature_extractors: Sequence[str] | None = None) -> Scores:
+    """Every metric of a run from its outputs: the maps of ``localization_queries(data.test)`` and the
+    generated images with their prompt index and prompted labels (either None when the model lacks it)."""
+    scores = Scores()
+    if maps is not None:
+        queries = localization_queries(data.test)
+        score_localization(scores, queries, maps, {s.id: s for s in data.test}, seed, registry)
+    if generated is not None:
+        images, index, labels = generated
+        real = np.stack([s.image for s in data.test])
+        names = feature_extractors_to_run(registry.feature_extractors, track.feature_extractors, feature_extractors)
+        extractors = {name: registry.feature_extractors[name].factory for name in names}
+        score_fidelity(scores, real, images, index, labels, extractors, seed, registry)
+    return scores
+
+
+def write_scores(result_path: Path, record: dict[str, Any], scores: Scores) -> None:
+    """Put ``scores`` into ``record`` and write the files beside the result: per-sample lines and features."""
+    record["metrics"], record["per_class"], record["evaluators"] = scores.metrics, scores.per_class, scores.evaluators
+    samples_path = result_path.with_name(result_path.name.removesuffix(".json") + ".samples.jsonl")
+    atomic_write_text(samples_path, "".join(json.dumps(json_safe(line), sort_keys=True) + "\n"
+                                            for line in scores.per_sample))
+    record["per_sample_file"] = samples_path.name
+    if scores.features:  # what fidelity was computed from, so that `cxrbench validate` can re-derive it
+        record.update(write_features_file(result_path, scores.features))
+
+
 class _Progress:
     """tqdm bars when asked for, silence otherwise."""
 
@@ -263,9 +299,7 @@ class RunStages:
             self.reused.append("localize")
             if not self.procs.is_main:
                 return None
-            stored = np.load(path)
-            groups = sorted({k.split("/", 1)[0] for k in stored.files})
-            return [{g: stored[f"{g}/{i}"] for g in groups if f"{g}/{i}" in stored.files} for i in range(len(queries))]
+            return load_saved_maps(path, len(queries))
         model = self.model()
         self.stage = "localize"
         by_id = {s.id: s for s in self.data.test}
@@ -400,18 +434,8 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
             return broadcast_from_main(None)
         stage = "metrics"
         t0 = time.perf_counter()
-        scores = Scores()
-        if maps is not None:
-            score_localization(scores, queries, maps, {s.id: s for s in data.test}, seed)
-        if generated is not None:
-            images, index, labels = generated
-            real = np.stack([s.image for s in data.test])
-            names = feature_extractors_to_run(registry.feature_extractors, track.feature_extractors,
-                                              feature_extractors)
-            extractors = {name: registry.feature_extractors[name].factory for name in names}
-            score_fidelity(scores, real, images, index, labels, extractors, seed)
+        scores = score_outputs(track, data, maps, generated, seed, registry, feature_extractors)
         record["timings"] = {"data_s": data_s, **stages.timings, "metrics_s": time.perf_counter() - t0}
-        record["metrics"], record["per_class"], record["evaluators"] = scores.metrics, scores.per_class, scores.evaluators
         if stages._model is not None:
             record["plugin"]["config"] = stages._model.config()
         else:
@@ -419,12 +443,7 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
         stage = "write"  # the files beside the result: a failure here is a write failure, as for the record
         if maps is not None:  # the maps a report shows (cxrbench report), kept beside the result
             save_report_maps(maps_path_for(result_path), queries, maps)
-        samples_path = out_dir / f"{stem}.samples.jsonl"
-        atomic_write_text(samples_path, "".join(json.dumps(json_safe(line), sort_keys=True) + "\n"
-                                                for line in scores.per_sample))
-        record["per_sample_file"] = samples_path.name
-        if scores.features:  # what fidelity was computed from, so that `cxrbench validate` can re-derive it
-            record.update(write_features_file(result_path, scores.features))
+        write_scores(result_path, record, scores)
     except Exception as exc:
         if not procs.is_main:  # the main process records the failure (another process's as a RemoteError)
             return broadcast_from_main(None)

@@ -1,10 +1,11 @@
 """Turn a model's outputs into the metrics of a result: the core scores, never the plugin.
 
-Localization: every (test sample, finding) query, every token group the model returned, every metric of
-``cxrbench.metrics.localization``; aggregated overall, macro over classes and per class with bootstrap
-intervals. Fidelity: FID, KID, precision and recall on each feature extractor the run uses (generated vs
-held-out real test images), MS-SSIM within each prompt's sample set, conditional accuracy of the domain
-evaluator.
+The metrics are the registered ones (``cxrbench.metric``; the built-ins in ``cxrbench.metrics.builtin``).
+Localization: every (test sample, finding) query, every token group the model returned, every map metric;
+aggregated overall, macro over classes and per class with bootstrap intervals; then the per-sample metrics
+on those scores. Fidelity: every feature metric (FID, KID, precision and recall, and any plugin's) on each
+feature extractor the run uses (generated vs held-out real test images), MS-SSIM within each prompt's
+sample set, conditional accuracy of the domain evaluator.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import numpy as np
 
 from cxrbench.data.schema import Sample
 from cxrbench.errors import AssetUnavailable, PluginError, ProtocolError
+from cxrbench.metric import FEATURES, MAPS, SAMPLES
 from cxrbench.model import TOKEN_GROUPS, LocalizationQuery
 
 N_BOOTSTRAP = 1000
-#: Neighbourhood size of the precision/recall manifolds (Kynkaanniemi et al. 2019).
-PRECISION_RECALL_K = 3
-#: The metrics computed on every feature extractor, as ``<prefix>_<extractor>``.
-PER_EXTRACTOR_METRICS: tuple[str, ...] = ("fid", "kid", "precision", "recall")
+#: Resamples of the interval the core gives a third-party metric that returns a bare number (each resample
+#: calls the metric again, so fewer than ``N_BOOTSTRAP``).
+N_SET_BOOTSTRAP = 200
 
 
 @dataclass
@@ -41,7 +42,9 @@ class Scores:
     #: evaluator's outputs on them).
     features: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def put(self, name: str, stat: dict[str, Any], higher_is_better: bool, note: str | None = None) -> None:
+    def put(self, name: str, stat: dict[str, Any], higher_is_better: bool, note: str | None = None,
+            source: str | None = None, description: str | None = None) -> None:
+        """Record metric ``name``; ``source`` and ``description`` mark a metric registered by a plugin."""
         entry = {
             "value": _num(stat.get("value")),
             "ci_low": _num(stat.get("ci_low")),
@@ -51,10 +54,17 @@ class Scores:
         }
         if note:
             entry["note"] = note
+        if source is not None:
+            entry["source"], entry["description"] = source, description or ""
         self.metrics[name] = entry
 
-    def unavailable(self, name: str, higher_is_better: bool, note: str) -> None:
-        self.put(name, {"value": None, "n": 0}, higher_is_better, note)
+    def unavailable(self, name: str, higher_is_better: bool, note: str, **provenance: str) -> None:
+        self.put(name, {"value": None, "n": 0}, higher_is_better, note, **provenance)
+
+
+def _nan_if_none(x: Any) -> float:
+    value = _num(x)
+    return float("nan") if value is None else value
 
 
 def _num(x: Any) -> float | None:
@@ -64,20 +74,76 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _metrics_of(registry: Any, needs: str) -> list[Any]:
+    """The registered metrics of one kind of input (``cxrbench.metric``), in registration order."""
+    if registry is None:
+        from cxrbench.registry import get_registry
+
+        registry = get_registry()
+    return registry.metrics_needing(needs)
+
+
+def metric_outputs(entry: Any, value: Any) -> dict[str, Any]:
+    """A metric's return value as ``{output: value}``; raises ValueError when its keys are not its outputs."""
+    directions = entry.metric.directions
+    if not isinstance(value, Mapping):
+        if len(directions) != 1:
+            raise ValueError(f"metric {entry.metric.name!r} must return a dict with keys {sorted(directions)}, "
+                             f"but returned {type(value).__name__}")
+        return {next(iter(directions)): value}
+    if set(value) != set(directions):
+        raise ValueError(f"metric {entry.metric.name!r} must return the keys {sorted(directions)}, "
+                         f"but returned {sorted(value)}")
+    return dict(value)
+
+
+def _provenance(entry: Any) -> dict[str, str]:
+    """What a plugin's metric entry carries besides its figures (nothing for a built-in metric)."""
+    if entry.source is None:
+        return {}
+    return {"source": entry.source, "description": entry.metric.description}
+
+
+def _map_scores(metrics: Sequence[Any], heatmap: np.ndarray, boxes: list[Any], shape: tuple[int, int],
+                group: str, failures: dict[str, str]) -> dict[str, float]:
+    """Every map metric's outputs for one map, as ``loc_<group>_<output>``.
+
+    A third-party metric that raises scores ``nan`` on this map, and the first such error of each output is
+    kept in ``failures`` for its note; a built-in metric's error propagates.
+    """
+    values: dict[str, float] = {}
+    for entry in metrics:
+        try:
+            outputs = metric_outputs(entry, entry.metric.compute(heatmap, boxes, shape))
+            outputs = {name: float("nan") if v is None else float(v) for name, v in outputs.items()}
+        except Exception as exc:
+            if entry.source is None:
+                raise
+            outputs = {name: float("nan") for name in entry.metric.directions}
+            for name in outputs:
+                failures.setdefault(f"loc_{group}_{name}", f"{entry.source}: {type(exc).__name__}: {exc}")
+        values.update((f"loc_{group}_{name}", value) for name, value in outputs.items())
+    return values
+
+
 def score_localization(
     scores: Scores,
     queries: Sequence[LocalizationQuery],
     maps: Sequence[dict[str, np.ndarray]],
     samples_by_id: dict[str, Sample],
     seed: int,
+    registry: Any = None,
 ) -> None:
-    """Score every query's maps against the union of its finding's boxes."""
-    from cxrbench.metrics.localization import boxes_without_pixel, localization_scores
+    """Score every query's maps against the union of its finding's boxes with every registered map metric,
+    then every per-sample metric on the lines (``cxrbench.metric``)."""
+    from cxrbench.metrics.localization import boxes_without_pixel
 
     if len(maps) != len(queries):
         raise PluginError(f"localize returned {len(maps)} map sets for {len(queries)} queries")
+    metrics = _metrics_of(registry, MAPS)
     records: list[dict[str, Any]] = []
     groups_seen: set[str] = set()
+    failures: dict[str, str] = {}
     widened = 0
     for query, group_maps in zip(queries, maps):
         sample = samples_by_id[query.sample_id]
@@ -97,13 +163,16 @@ def score_localization(
                     f"but its image is {sample.image.shape}"
                 )
             groups_seen.add(group)
-            for metric, value in localization_scores(heatmap, list(finding.boxes), sample.image.shape).items():
-                metric_values[f"loc_{group}_{metric}"] = value
+            metric_values.update(_map_scores(metrics, heatmap, list(finding.boxes), sample.image.shape, group,
+                                             failures))
         line["metrics"] = metric_values
         scores.per_sample.append(line)
         records.append({"label": query.label, **metric_values})
-    aggregate_localization(scores, records, groups_seen, seed)
+    aggregate_localization(scores, records, groups_seen, seed, registry)
+    for name, message in failures.items():
+        scores.metrics[name]["note"] = f"not computed on some maps ({message})"
     note_boxes_without_pixel(scores, widened, len(queries))
+    score_sample_metrics(scores, scores.per_sample, seed, registry)
 
 
 def note_boxes_without_pixel(scores: Scores, widened: int, total: int) -> None:
@@ -120,24 +189,65 @@ def note_boxes_without_pixel(scores: Scores, widened: int, total: int) -> None:
             entry["note"] = note
 
 
-def aggregate_localization(scores: Scores, records: Sequence[dict[str, Any]], groups: Iterable[str], seed: int) -> None:
+def aggregate_localization(scores: Scores, records: Sequence[dict[str, Any]], groups: Iterable[str], seed: int,
+                           registry: Any = None) -> None:
     """Overall, macro and per-class statistics of per-(sample, finding) scores of the token ``groups``.
 
     Each record is ``{"label": <class>, "loc_<group>_<metric>": float, ...}``: the lines of a result's
-    per-sample file; ``cxrbench.rederive`` calls this on them to re-derive a result's figures.
+    per-sample file; ``cxrbench.rederive`` calls this on them to re-derive a result's figures. The metrics
+    are the registered map metrics' outputs (``cxrbench.metric.MAPS``).
     """
-    from cxrbench.metrics.localization import LOCALIZATION_METRICS
     from cxrbench.metrics.stats import aggregate_by_class
 
     groups = set(groups)
-    names = [f"loc_{g}_{m}" for g in TOKEN_GROUPS if g in groups for m in LOCALIZATION_METRICS]
+    metrics = _metrics_of(registry, MAPS)
+    outputs = [(entry, name, higher) for entry in metrics for name, higher in entry.metric.directions.items()]
+    names = [f"loc_{g}_{name}" for g in TOKEN_GROUPS if g in groups for _, name, _ in outputs]
+    if not names:
+        return
+    records = [{name: float("nan") for name in names} | dict(record) for record in records]
     aggregates = aggregate_by_class(records, names, n_boot=N_BOOTSTRAP, seed=seed)
-    for name in names:
-        metric = _metric_of(name)
-        higher = LOCALIZATION_METRICS[metric]["higher_is_better"]
-        scores.put(name, aggregates[name]["overall"], higher)
-        scores.put(f"{name}_macro", aggregates[name]["macro"], higher)
-        scores.per_class[name] = aggregates[name]["per_class"]
+    for group in TOKEN_GROUPS:
+        for entry, output, higher in outputs if group in groups else ():
+            name = f"loc_{group}_{output}"
+            scores.put(name, aggregates[name]["overall"], higher, **_provenance(entry))
+            scores.put(f"{name}_macro", aggregates[name]["macro"], higher, **_provenance(entry))
+            scores.per_class[name] = aggregates[name]["per_class"]
+
+
+def score_sample_metrics(scores: Scores, lines: Sequence[dict[str, Any]], seed: int, registry: Any = None) -> None:
+    """Every registered per-sample metric (``cxrbench.metric.SAMPLES``) on the per-sample ``lines``, with a
+    percentile-bootstrap interval over the lines (``N_SET_BOOTSTRAP`` resamples)."""
+    for entry in _metrics_of(registry, SAMPLES):
+        def statistic(chosen: Sequence[dict[str, Any]], entry: Any = entry) -> dict[str, Any]:
+            return metric_outputs(entry, entry.metric.compute(list(chosen)))
+
+        _put_resampled(scores, entry, statistic, list(lines), seed, "", "the per-sample lines")
+
+
+def _put_resampled(scores: Scores, entry: Any, statistic: Any, units: list[Any], seed: int, suffix: str,
+                   over: str) -> None:
+    """``statistic(units)`` of a third-party metric with percentile-bootstrap intervals over ``units``.
+
+    A metric that raises is reported as not available (its message in the note); the run goes on.
+    """
+    try:
+        values = statistic(units)
+        rng = np.random.default_rng(seed)
+        draws = [statistic([units[i] for i in rng.integers(0, len(units), len(units))])
+                 for _ in range(N_SET_BOOTSTRAP)] if len(units) > 1 else []
+    except Exception as exc:
+        for name, higher in entry.metric.directions.items():
+            scores.unavailable(f"{name}{suffix}", higher, f"not available: {type(exc).__name__}: {exc}",
+                               **_provenance(entry))
+        return
+    for name, higher in entry.metric.directions.items():
+        value = _num(values[name])
+        low = high = value
+        if draws and value is not None:
+            low, high = (float(q) for q in np.nanpercentile([_nan_if_none(d[name]) for d in draws], [2.5, 97.5]))
+        scores.put(f"{name}{suffix}", {"value": value, "ci_low": low, "ci_high": high, "n": len(units)}, higher,
+                   note=f"interval: bootstrap over {over} ({N_SET_BOOTSTRAP} resamples)", **_provenance(entry))
 
 
 def _metric_of(name: str) -> str:
@@ -195,28 +305,10 @@ def _describe(name: str, extractor: Any) -> dict[str, Any]:
     }
 
 
-def _score_manifold(scores: Scores, name: str, real: np.ndarray, generated: np.ndarray, seed: int) -> None:
-    """``precision_<name>`` and ``recall_<name>`` with bootstrap intervals over the covered set."""
-    from cxrbench.metrics.fidelity import FIDELITY_METRICS
-    from cxrbench.metrics.manifold import precision_recall_from_features
-    from cxrbench.metrics.stats import bootstrap_ci
-
-    k = PRECISION_RECALL_K
-    if min(len(real), len(generated)) <= k:
-        note = f"not available: needs more than k={k} real and generated images"
-        scores.unavailable(f"precision_{name}", True, note)
-        scores.unavailable(f"recall_{name}", True, note)
-        return
-    report = precision_recall_from_features(real, generated, k=k)
-    counts = f"{report['n_real']} real vs {report['n_generated']} generated, k={k}"
-    for metric, inside, over in (("precision", report["generated_inside"], "generated"),
-                                 ("recall", report["real_inside"], "real")):
-        value, low, high = bootstrap_ci(inside.astype(np.float64), n_boot=N_BOOTSTRAP, seed=seed)
-        scores.put(
-            f"{metric}_{name}", {"value": value, "ci_low": low, "ci_high": high, "n": inside.size},
-            FIDELITY_METRICS[metric]["higher_is_better"],
-            note=f"{counts}; interval: bootstrap over {over} images, manifolds fixed",
-        )
+def feature_metric_outputs(registry: Any = None) -> dict[str, bool]:
+    """The prefix (``<prefix>_<extractor>``) and direction of every metric computed per feature extractor."""
+    return {name: higher for entry in _metrics_of(registry, FEATURES)
+            for name, higher in entry.metric.directions.items()}
 
 
 def score_fidelity(
@@ -227,13 +319,14 @@ def score_fidelity(
     prompted_labels: Sequence[tuple[str, ...]],
     feature_extractors: dict[str, Any],
     seed: int,
+    registry: Any = None,
 ) -> None:
-    """FID/KID/precision/recall per feature extractor, MS-SSIM within prompt, conditional accuracy.
+    """Every registered feature metric per feature extractor, MS-SSIM within prompt, conditional accuracy.
 
     ``prompt_index[i]`` is the prompt that generated image ``i``; ``prompted_labels[p]`` its finding labels.
     ``feature_extractors`` maps a name to a zero-argument factory (see :func:`feature_extractors_to_run`);
-    one that raises AssetUnavailable is reported as unavailable ("not available: <reason>") for each of
-    ``PER_EXTRACTOR_METRICS`` and in ``scores.evaluators``. Conditional accuracy needs ``domain``.
+    one that raises AssetUnavailable is reported as unavailable ("not available: <reason>") for each
+    feature metric (:func:`feature_metric_outputs`) and in ``scores.evaluators``. Conditional accuracy needs ``domain``.
     The generated images' features and the domain evaluator's outputs go to ``scores.features``.
     """
     from cxrbench.metrics.fidelity import FIDELITY_METRICS, ms_ssim_within_prompt
@@ -244,8 +337,9 @@ def score_fidelity(
             extractor = factory()
         except AssetUnavailable as exc:
             note = f"not available: {exc}"
-            for prefix in PER_EXTRACTOR_METRICS:
-                scores.unavailable(f"{prefix}_{name}", FIDELITY_METRICS[prefix]["higher_is_better"], note)
+            for entry in _metrics_of(registry, FEATURES):
+                for prefix, higher in entry.metric.directions.items():
+                    scores.unavailable(f"{prefix}_{name}", higher, note, **_provenance(entry))
             scores.evaluators[name] = {"name": name, "available": False, "note": note}
             continue
         if name == "domain":
@@ -253,7 +347,8 @@ def score_fidelity(
         scores.evaluators[name] = _describe(name, extractor)
         generated_features = as_shipped(extractor.features(generated))
         scores.features[f"features/{name}"] = generated_features.astype(np.float32)
-        score_extractor(scores, name, as_shipped(extractor.features(real_images)), generated_features, seed)
+        score_extractor(scores, name, as_shipped(extractor.features(real_images)), generated_features, prompt_index,
+                        seed, registry)
 
     sets = [generated[prompt_index == p] for p in range(len(prompted_labels))]
     ms = ms_ssim_within_prompt(sets)
@@ -280,27 +375,36 @@ def as_shipped(array: np.ndarray) -> np.ndarray:
 
 
 def score_extractor(scores: Scores, name: str, real_features: np.ndarray, generated_features: np.ndarray,
-                    seed: int) -> None:
-    """``fid_<name>``, ``kid_<name>``, ``precision_<name>`` and ``recall_<name>`` from the two feature sets."""
-    from cxrbench.metrics.fidelity import FIDELITY_METRICS, fid_from_features, kid_from_features
+                    prompt_ids: np.ndarray, seed: int, registry: Any = None) -> None:
+    """Every registered feature metric (``<output>_<name>``) from the two feature sets of extractor ``name``.
 
-    fid = fid_from_features(real_features, generated_features)
-    scores.put(
-        f"fid_{name}", {"value": fid["value"], "n": fid["n_generated"]}, FIDELITY_METRICS["fid"]["higher_is_better"],
-        note=(f"{fid['n_real']} real vs {fid['n_generated']} generated, {fid['feature_dim']}-d features"
-              + ("; covariance rank-deficient (fewer samples than feature dimensions)" if fid["rank_deficient"] else "")),
-    )
-    kid = kid_from_features(real_features, generated_features, seed=seed)
-    value = kid["value"]
-    spread = kid.get("std")
-    scores.put(
-        f"kid_{name}",
-        {"value": value, "ci_low": None if spread is None else value - 1.96 * spread,
-         "ci_high": None if spread is None else value + 1.96 * spread, "n": kid["subset_size"]},
-        FIDELITY_METRICS["kid"]["higher_is_better"],
-        note=f"{kid['n_subsets']} subsets of {kid['subset_size']}; interval: +-1.96 std over subsets",
-    )
-    _score_manifold(scores, name, real_features, generated_features, seed)
+    ``prompt_ids[i]``: the prompt of generated image i. A metric that returns entries keeps their
+    intervals; one that returns a bare number gets a bootstrap interval over prompts.
+    """
+    prompt_ids = np.asarray(prompt_ids)
+    for entry in _metrics_of(registry, FEATURES):
+        if entry.source is not None:
+            _score_plugin_features(scores, entry, name, real_features, generated_features, prompt_ids, seed)
+            continue
+        for output, value in metric_outputs(entry, entry.metric.compute(real_features, generated_features,
+                                                                        prompt_ids, seed)).items():
+            stat = value if isinstance(value, Mapping) else {"value": value, "n": len(generated_features)}
+            scores.put(f"{output}_{name}", stat, entry.metric.directions[output], note=stat.get("note"))
+
+
+def _score_plugin_features(scores: Scores, entry: Any, name: str, real: np.ndarray, generated: np.ndarray,
+                           prompt_ids: np.ndarray, seed: int) -> None:
+    """A third-party feature metric, with a bootstrap interval over whole prompts."""
+    prompts = sorted(set(prompt_ids.tolist()))
+    rows = {p: np.flatnonzero(prompt_ids == p) for p in prompts}
+
+    def statistic(chosen: Sequence[int]) -> dict[str, Any]:
+        index = np.concatenate([rows[p] for p in chosen]) if chosen else np.zeros(0, dtype=int)
+        # resampled prompts get new ids, so that a prompt drawn twice counts as two prompts
+        ids = np.concatenate([np.full(len(rows[p]), i) for i, p in enumerate(chosen)]) if chosen else index
+        return metric_outputs(entry, entry.metric.compute(real, generated[index], ids, seed))
+
+    _put_resampled(scores, entry, statistic, prompts, seed, f"_{name}", "prompts")
 
 
 def score_conditional(scores: Scores, probabilities: np.ndarray | None,
