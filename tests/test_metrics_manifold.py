@@ -142,3 +142,22 @@ def test_recall_of_a_collapsed_generator_is_close_to_zero():
     generated = rng.normal(size=(1, 16)) + 0.05 * rng.normal(size=(256, 16))  # every prompt, one image
     report = manifold.precision_recall_from_features(real, generated, k=3, generated_groups=prompts)
     assert report["recall"] < 0.02
+
+
+def test_a_run_scores_recall_with_each_generated_image_s_prompt():
+    """The run's scoring passes the prompt of each generated image: siblings drawn from the real
+    distribution (spread 0.2, 4 per prompt) score the recall of independent samples."""
+    from cxrbench.scoring import Scores, score_extractor
+
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(200, 16))
+    prompts = np.repeat(np.arange(64), 4)
+    siblings = math.sqrt(1.0 - 0.2**2) * rng.normal(size=(64, 16))[prompts] + 0.2 * rng.normal(size=(256, 16))
+    independent = rng.normal(size=(256, 16))
+    recalls = []
+    for generated in (siblings, independent):
+        scores = Scores()
+        score_extractor(scores, "toy", real, generated, prompts, seed=0)
+        recalls.append(scores.metrics["recall_toy"]["value"])
+        assert "neighbours from other prompts" in scores.metrics["recall_toy"]["note"]
+    assert recalls[1] > 0.6 and abs(recalls[0] - recalls[1]) < 0.05, recalls
