@@ -13,26 +13,34 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cxrbench.leaderboard.board import Entry, FailedRun, Leaderboard, TrackBoard
+from cxrbench.leaderboard.board import Entry, FailedRun, Leaderboard, MetricSummary, TrackBoard
 from cxrbench.leaderboard.columns import (
     BASELINE_RANK,
+    GMM_SEED_COMPARISON,
+    GMM_SEED_GROUP,
     HEADLINE_BY_NAME,
     JOINT_SCORE_DECIMALS,
     METRICS_WITH_INTERVAL_IN_CELL,
     MISSING,
     TABLE_METRICS,
     TOKEN_DIAGNOSTIC_METRICS,
+    MetricColumn,
     format_csv_number,
     format_interval,
     format_number,
+    gmm_seed_metrics,
     metric_decimals,
     token_diagnostic_rows,
 )
 from cxrbench.leaderboard.explanation import (
     FIGURE_CAPTION,
     GENERATED_BY,
+    GMM_SEED_TEXT,
+    GMM_SEED_TITLE,
     HOW_TO_READ,
     INTRODUCTION,
+    PLUGIN_METRICS_TEXT,
+    PLUGIN_METRICS_TITLE,
     TITLE,
     TOKEN_DIAGNOSTICS,
     fid_sample_sizes,
@@ -113,12 +121,24 @@ class Table:
 
 
 @dataclass(frozen=True)
+class MetricNote:
+    """A footnote on a metric a plugin registered: its name, the distribution that registered it and the
+    plugin's description of it."""
+
+    name: str
+    source: str
+    description: str
+
+
+@dataclass(frozen=True)
 class TableSection:
-    """A titled table of a track's diagnostics part, with a paragraph that explains it."""
+    """A titled table of a track's diagnostics part, with a paragraph that explains it and footnotes on its
+    metrics."""
 
     title: str
     text: str
     table: Table
+    notes: tuple[MetricNote, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,9 +229,19 @@ def track_section(track: TrackBoard, links: PageLinks) -> TrackSection:
 
 
 def diagnostic_sections(track: TrackBoard) -> tuple[TableSection, ...]:
-    """The tables of a track's diagnostics part that have rows, in page order."""
+    """The tables of a track's diagnostics part that have rows, in page order: token diagnostics, the GMM
+    comparison (when an entry reports a seed-pipeline variant) and metrics from plugins (when a metric has a
+    source)."""
+    sections = []
     tokens = token_table(track)
-    sections = [TableSection("Token diagnostics", TOKEN_DIAGNOSTICS, tokens)] if tokens.rows else []
+    if tokens.rows:
+        sections.append(TableSection("Token diagnostics", TOKEN_DIAGNOSTICS, tokens))
+    seed_variants = [f"loc_{GMM_SEED_GROUP}_{seed.name}" for _, seed in GMM_SEED_COMPARISON]
+    if any(name in entry.metrics for entry in track.entries for name in seed_variants):
+        sections.append(TableSection(GMM_SEED_TITLE, GMM_SEED_TEXT, gmm_seed_table(track)))
+    plugin_metrics = plugin_metric_summaries(track)
+    if plugin_metrics:
+        sections.append(plugin_metrics_section(track, plugin_metrics))
     return tuple(sections)
 
 
@@ -310,6 +340,60 @@ def token_table(track: TrackBoard) -> Table:
         for group, label in token_diagnostic_rows(entry)
     )
     return Table("tokens", columns, rows)
+
+
+def gmm_seed_table(track: TrackBoard) -> Table:
+    """One row per entry that reports a GMM-based metric of the finding word: cxrbench's value of each beside
+    the seed pipeline's (:data:`cxrbench.leaderboard.columns.GMM_SEED_COMPARISON`)."""
+    metrics = list(zip(gmm_seed_metrics(), [column for pair in GMM_SEED_COMPARISON for column in pair]))
+    columns = (
+        Column("model"),
+        *(Column(column.header, f"{name}: {column.description}", "right") for name, column in metrics),
+    )
+    rows = tuple(
+        Row(
+            (name_cell(entry), *(metric_cell(entry, name, column.decimals) for name, column in metrics)),
+            row_style(entry),
+        )
+        for entry in track.entries
+        if any(name in entry.metrics for name in gmm_seed_metrics())
+    )
+    return Table("gmm-seed", columns, rows)
+
+
+def plugin_metric_summaries(track: TrackBoard) -> dict[str, MetricSummary]:
+    """Each metric of the track's entries that a plugin registered (its summary has a ``source``), sorted by
+    name: the summary of the first entry that reports it (its direction, source and description)."""
+    found: dict[str, MetricSummary] = {}
+    for entry in track.entries:
+        for name, summary in entry.metrics.items():
+            if summary.source and name not in found:
+                found[name] = summary
+    return dict(sorted(found.items()))
+
+
+def plugin_metrics_section(track: TrackBoard, metrics: dict[str, MetricSummary]) -> TableSection:
+    """Entries x metrics from plugins: mean over seeds with its interval, the plugin's direction as arrow,
+    its description as tooltip and footnote, the distribution that registered it named."""
+    notes = tuple(
+        MetricNote(name, summary.source or "", summary.description or "no description")
+        for name, summary in metrics.items()
+    )
+    columns = (
+        Column("model"),
+        *(
+            Column(MetricColumn(note.name, note.name, metrics[note.name].higher_is_better, 3).header,
+                   f"{note.description} (from {note.source})", "right")
+            for note in notes
+        ),
+    )
+    rows = tuple(
+        Row((name_cell(entry), *(metric_cell(entry, name) for name in metrics)), row_style(entry))
+        for entry in track.entries
+        if any(name in entry.metrics for name in metrics)
+    )
+    table = Table("plugin-metrics", columns, rows)
+    return TableSection(PLUGIN_METRICS_TITLE, PLUGIN_METRICS_TEXT, table, notes)
 
 
 def entries_table(track: TrackBoard, links: PageLinks) -> Table:
