@@ -8,9 +8,10 @@ which committed files are stale. See docs/leaderboard.md.
 
 Modules: ``board`` (data and seed aggregation, intervals cut at each metric's range), ``ranking`` (Pareto
 rank, joint score), ``columns`` (metrics shown, their ranges and number formats), ``explanation``
-(reader-facing text), ``links`` (what the pages link to), ``markdown``, ``html_page``, ``csv_table``,
-``plot`` (one renderer each), ``labels`` (where the plot's labels go) and ``render`` (writing and checking
-the files).
+(reader-facing text), ``links`` (what the pages link to), ``view`` (what both pages show, computed once),
+``templating`` (the Jinja2 environments of the templates in ``templates/``), ``markdown``, ``html_page``
+(the two pages, rendering the view), ``csv_table``, ``plot`` (one renderer each), ``labels`` (where the
+plot's labels go) and ``render`` (writing and checking the files).
 """
 
 from cxrbench.leaderboard.board import (

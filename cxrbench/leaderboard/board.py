@@ -3,7 +3,9 @@
 Only records with ``status == "ok"`` contribute metrics; failed records are kept as :class:`FailedRun`
 rows (model, seed, stage, error) so that a failure is visible rather than silently missing. An entry whose
 records carry a ``plugin.baseline`` label (the box prior) is a reference baseline: shown under its label,
-never ranked, listed after the models.
+never ranked, listed after the models. A metric whose entries carry a ``source`` (the distribution that
+registered it) keeps that source and its ``description`` (:attr:`MetricSummary.source`); built-in metrics
+have none.
 
 Seed aggregation, per (track, model, metric), over the seeds whose value is not null:
 
@@ -59,6 +61,11 @@ class MetricSummary:
     note: str | None = None
     #: True when an end of the interval was cut at the metric's range.
     cut: bool = False
+    #: The distribution that registered the metric (its ``source`` in the records; distinct values joined);
+    #: None for a built-in metric.
+    source: str | None = None
+    #: The metric's ``description`` in the records (distinct values joined); None when there is none.
+    description: str | None = None
 
 
 @dataclass
@@ -192,10 +199,11 @@ def summarize_metric(name: str, per_seed: Sequence[dict[str, Any]]) -> MetricSum
     present = [entry for entry in per_seed if _number(entry.get("value")) is not None]
     directions = [e["higher_is_better"] for e in per_seed if isinstance(e.get("higher_is_better"), bool)]
     higher_is_better = directions[0] if directions else None
-    notes = sorted({str(entry["note"]) for entry in per_seed if entry.get("note")})
-    note = "; ".join(notes) if notes else None
+    note = _distinct(per_seed, "note", "; ")
+    origin = {"source": _distinct(per_seed, "source", ", "),
+              "description": _distinct(per_seed, "description", "; ")}
     if not present:
-        return MetricSummary(name, None, None, None, 0, higher_is_better, "none", note)
+        return MetricSummary(name, None, None, None, 0, higher_is_better, "none", note, **origin)
     if len(present) == 1:
         only = present[0]
         mean, low, high = _number(only["value"]), _number(only.get("ci_low")), _number(only.get("ci_high"))
@@ -206,7 +214,13 @@ def summarize_metric(name: str, per_seed: Sequence[dict[str, Any]]) -> MetricSum
         mean, low, high = seed_interval([_number(entry["value"]) for entry in present])
         kind = "t"
     low, high, cut = cut_to_range(low, high, metric_range(name))
-    return MetricSummary(name, mean, low, high, len(present), higher_is_better, kind, note, cut)
+    return MetricSummary(name, mean, low, high, len(present), higher_is_better, kind, note, cut, **origin)
+
+
+def _distinct(per_seed: Sequence[dict[str, Any]], key: str, separator: str) -> str | None:
+    """The distinct non-empty values of ``key`` over the seeds' entries, sorted and joined; None if none."""
+    values = sorted({str(entry[key]) for entry in per_seed if entry.get(key)})
+    return separator.join(values) if values else None
 
 
 def cut_to_range(

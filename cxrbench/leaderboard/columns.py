@@ -27,6 +27,8 @@ class MetricColumn:
     #: None for a diagnostic that has no better direction.
     higher_is_better: bool | None
     decimals: int
+    #: What the value is, where the label cannot say it (a tooltip on the HTML page).
+    description: str = ""
 
     @property
     def header(self) -> str:
@@ -80,6 +82,35 @@ TOKEN_DIAGNOSTIC_METRICS: tuple[MetricColumn, ...] = (
     MetricColumn("auc_roc", "AUC-ROC", True, 3),
     MetricColumn("pointing_game", "pointing game", True, 3),
 )
+#: The GMM-based metrics of the finding word (``loc_word_<name>``) beside the seed pipeline's variant of
+#: each (``loc_word_<name>_seed``, :mod:`cxrbench.metrics.seed_pipeline`), as (cxrbench, seed pipeline)
+#: columns of the table "GMM-based metrics: converged fit vs the seed pipeline".
+GMM_SEED_GROUP = "word"
+GMM_SEED_COMPARISON: tuple[tuple[MetricColumn, MetricColumn], ...] = (
+    (
+        MetricColumn("iou_gmm", "IoU (GMM)", True, 3,
+                     "foreground IoU of the GMM binarization (converged fit)"),
+        MetricColumn("iou_gmm_seed", "IoU (GMM), seed pipeline", True, 3, "the seed code's IoU"),
+    ),
+    (
+        MetricColumn("miou_gmm", "mIoU (GMM)", True, 3,
+                     "mean of foreground and background IoU (converged fit)"),
+        MetricColumn("miou_gmm_seed", "mIoU (GMM), seed pipeline", True, 3, "the seed code's mIoU"),
+    ),
+    (
+        MetricColumn("bbox_iou", "box IoU", True, 3,
+                     "IoU of the largest component's box with the ground truth"),
+        MetricColumn("bbox_iou_seed", "box IoU, seed pipeline", True, 3,
+                     "the seed code's box IoU (the rectangle spanning all foreground pixels)"),
+    ),
+    (
+        MetricColumn("centre_distance", "centre distance (image diagonals)", False, 3,
+                     "distance between the centres, in image diagonals (0 to 1 at any resolution)"),
+        MetricColumn("centre_distance_seed", "centre distance, seed pipeline (pixels)", False, 1,
+                     "the seed code's distance between the centres, in pixels of the image (the seed code's "
+                     "unit): not on the scale of cxrbench's column"),
+    ),
+)
 #: Label of a baseline's rank cell (baselines are reference rows, not ranked).
 BASELINE_RANK = "baseline"
 
@@ -92,7 +123,8 @@ CSV_SIGNIFICANT_DIGITS = 6
 #: The range each metric's value lies in, by the part of its name after ``loc_<group>_`` (localization) or
 #: before ``_<extractor>`` (fidelity); None = unbounded on that side. An interval is cut at these bounds:
 #: the true value lies in the range, so the cut interval covers it whenever the uncut one does.
-#: KID (an unbiased estimate that may fall below 0) and CNR (signed) are unbounded.
+#: KID (an unbiased estimate that may fall below 0) and CNR (signed) are unbounded. The seed pipeline's
+#: variants (``*_seed``) lie in the same ranges, but for its centre distance, in pixels.
 METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
     "auc_roc": (0.0, 1.0),
     "pointing_game": (0.0, 1.0),
@@ -101,6 +133,10 @@ METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
     "miou_biovil": (0.0, 1.0),
     "bbox_iou": (0.0, 1.0),
     "centre_distance": (0.0, 1.0),
+    "iou_gmm_seed": (0.0, 1.0),
+    "miou_gmm_seed": (0.0, 1.0),
+    "bbox_iou_seed": (0.0, 1.0),
+    "centre_distance_seed": (0.0, None),
     "cnr_biovil": (0.0, None),
     "fid": (0.0, None),
     "precision": (0.0, 1.0),
@@ -159,6 +195,11 @@ def format_csv_number(value: float | None) -> str:
         return ""
     text = f"{value:.{CSV_SIGNIFICANT_DIGITS}g}"
     return "0" if float(text) == 0.0 else text
+
+
+def gmm_seed_metrics() -> list[str]:
+    """The result-record names of the GMM comparison's columns, in table order."""
+    return [f"loc_{GMM_SEED_GROUP}_{column.name}" for pair in GMM_SEED_COMPARISON for column in pair]
 
 
 def token_diagnostic_rows(entry: "Entry") -> list[tuple[str, str]]:

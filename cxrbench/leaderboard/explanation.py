@@ -64,6 +64,30 @@ TOKEN_DIAGNOSTICS = (
     "moves localization out of the finding word into the EOS and context tokens."
 )
 
+#: Title of the table that sets cxrbench's GMM-based metrics beside the seed pipeline's.
+GMM_SEED_TITLE = "GMM-based metrics: converged fit vs the seed pipeline"
+
+#: Introduces that table.
+GMM_SEED_TEXT = (
+    "The finding word's GMM-based metrics as cxrbench computes them (`loc_word_<metric>`: a two-component "
+    "Gaussian mixture fitted until its threshold stops moving) beside the same metrics from the seed "
+    "paper's pipeline, step by step (`loc_word_<metric>_seed`: scikit-learn's default fit on the raw "
+    "latent-size map, orphan pixels removed, upsampled), each with its 95% interval as above. IoU, mIoU "
+    "and box IoU: higher is better. Centre distance: lower is better; cxrbench's is in image diagonals, "
+    "the seed pipeline's in pixels of the image (the seed code's unit), so the two are not on one scale."
+)
+
+#: Title of the table of metrics that installed plugins register.
+PLUGIN_METRICS_TITLE = "Metrics from plugins"
+
+#: Introduces that table.
+PLUGIN_METRICS_TEXT = (
+    "Metrics registered by installed plugins rather than by cxrbench, each named with the distribution "
+    "that registered it (its `source`) and the plugin's description of it, listed under the table. They "
+    "play no part in the ranking. Each value is the mean over seeds with its 95% interval as above; the "
+    "arrow is the better direction the plugin declares."
+)
+
 #: Under the trade-off plot.
 FIGURE_CAPTION = (
     "Fidelity against localization, one panel per track, axes fitted to the entries' means. The FID axis "

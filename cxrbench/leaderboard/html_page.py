@@ -4,9 +4,10 @@ Inline CSS, a small inline script that sorts a table by the clicked column heade
 track inlined as SVG (side by side on a wide screen, stacked on a narrow one); no external resource. Links
 (:mod:`cxrbench.leaderboard.links`) lead to the CSV, the markdown page, each result file, the attention
 reports and the docs. Tables keep their first column (the entry's name) in view while they scroll
-sideways, and every value shows its interval in the cell: nothing needs hovering. Every plugin-supplied
-string (model names, distributions, versions, capabilities, configurations, error messages) goes through
-:func:`html.escape`.
+sideways, and every value shows its interval in the cell: nothing needs hovering. The page renders the
+view the markdown page renders too (:mod:`cxrbench.leaderboard.view`) with the template
+``templates/leaderboard.html.j2``, which autoescapes: every plugin-supplied string (model names,
+distributions, versions, capabilities, configurations, error messages) goes through :func:`html.escape`.
 """
 
 from __future__ import annotations
@@ -14,34 +15,16 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from functools import cache
 
-from cxrbench.leaderboard.board import Entry, FailedRun, Leaderboard, TrackBoard
-from cxrbench.leaderboard.columns import (
-    BASELINE_RANK,
-    HEADLINE_BY_NAME,
-    JOINT_SCORE_DECIMALS,
-    MISSING,
-    TABLE_METRICS,
-    TOKEN_DIAGNOSTIC_METRICS,
-    format_csv_number,
-    format_interval,
-    format_number,
-    metric_decimals,
-    token_diagnostic_rows,
-)
-from cxrbench.leaderboard.explanation import (
-    FIGURE_CAPTION,
-    GENERATED_BY,
-    HOW_TO_READ,
-    INTRODUCTION,
-    TITLE,
-    TOKEN_DIAGNOSTICS,
-    fid_sample_sizes,
-    no_results,
-    paragraph_to_html,
-)
-from cxrbench.leaderboard.links import PageLinks
-from cxrbench.protocol import TRACKS
+from jinja2 import Environment
+from markupsafe import Markup
+
+from cxrbench.leaderboard.explanation import no_results, paragraph_to_html
+from cxrbench.leaderboard.templating import HTML_TEMPLATE, environment
+from cxrbench.leaderboard.view import PageView, anchor
+
+__all__ = ["SCRIPT", "STYLE", "anchor", "escape", "inline_svg", "link", "render_html"]
 
 #: Shared by the leaderboard page and the attention report (``cxrbench.report``).
 STYLE = """
@@ -144,10 +127,6 @@ def escape(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def anchor(prefix: str, name: str) -> str:
-    return prefix + re.sub(r"[^A-Za-z0-9_-]", "-", name)
-
-
 def inline_svg(svg: str, title: str = "", id_prefix: str = "") -> str:
     """The SVG document ready to sit inside HTML: no XML declaration, DOCTYPE or metadata; its ids (and
     references to them) prefixed with ``id_prefix`` so that several figures on one page never share an id;
@@ -172,243 +151,24 @@ def link(href: str, text: str) -> str:
     return f'<a href="{escape(href)}">{escape(text)}</a>' if href else escape(text)
 
 
-def render_html(board: Leaderboard, track_svgs: Sequence[str], links: PageLinks = PageLinks()) -> str:
-    """The whole ``index.html`` text; ``track_svgs`` holds one SVG document per track, in board order."""
-    command = links.command or GENERATED_BY
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(TITLE)}</title>",
-        f"<style>{STYLE}</style>",
-        "</head>",
-        "<body>",
-        "<main>",
-        f"<h1>{escape(TITLE)}</h1>",
-        *_nav(board, links),
-        f"<p>{paragraph_to_html(INTRODUCTION)}</p>",
+#: The ``class`` of a table cell on the page, by the kind of value it holds
+#: (:data:`cxrbench.leaderboard.view.CELL_KINDS`).
+CELL_CLASSES = {"number": "num", "name": "model", "message": "message", "config": "config"}
+
+
+@cache
+def _environment() -> Environment:
+    template_globals = {"cell_classes": CELL_CLASSES, "no_results": no_results, "style": Markup(STYLE),
+                        "script": Markup(SCRIPT)}
+    filters = {"paragraph": lambda text: Markup(paragraph_to_html(text))}
+    return environment(autoescape_html=True, filters=filters, template_globals=template_globals)
+
+
+def render_html(view: PageView, track_svgs: Sequence[str]) -> str:
+    """The whole ``index.html`` text of the page view (:func:`cxrbench.leaderboard.view.page_view`);
+    ``track_svgs`` holds one SVG document per track, in view order."""
+    figures = [
+        Markup(inline_svg(svg, track.plot_title, anchor("plot-", track.name) + "-"))
+        for track, svg in zip(view.tracks, track_svgs)
     ]
-    if board.is_empty:
-        parts.append(f"<p><strong>{paragraph_to_html(no_results(command))}</strong></p>")
-    else:
-        parts += _figures(board, track_svgs)
-        parts += ['<h2 id="how-to-read">How the ranking works</h2>', "<ul>"]
-        parts += [f"<li>{paragraph_to_html(paragraph)}</li>" for paragraph in HOW_TO_READ]
-        parts += [
-            "</ul>",
-            '<p class="muted">Click a column header to sort by it, again to reverse; ties keep '
-            "the leaderboard's order. A red left edge marks an entry on the Pareto frontier, a grey "
-            "italic row a baseline. Each value has its 95% interval under it.</p>",
-        ]
-        for track in board.tracks:
-            parts += _track_section(track, links)
-        parts += _failed_section(board.failed, links)
-    parts += [
-        f"<footer>Generated by <code>{escape(command)}</code>; do not edit by hand.</footer>",
-        "</main>",
-        f"<script>{SCRIPT}</script>",
-        "</body>",
-        "</html>",
-        "",
-    ]
-    return "\n".join(parts)
-
-
-def _nav(board: Leaderboard, links: PageLinks) -> list[str]:
-    items = [
-        link("leaderboard.csv", "leaderboard.csv (every metric and interval)"),
-        link("README.md", "README.md (this page in markdown)"),
-    ]
-    items += [link(href, f"attention report, track {track}") for track, href in links.reports]
-    items += [link(href, label) for label, href in links.docs]
-    return ['<nav aria-label="files and docs"><ul>', *(f"<li>{item}</li>" for item in items), "</ul></nav>"]
-
-
-def _figures(board: Leaderboard, track_svgs: Sequence[str]) -> list[str]:
-    parts = ['<div class="plots">']
-    for track, svg in zip(board.tracks, track_svgs):
-        title = (
-            f"Trade-off plot of track {track.name}: FID (reversed) against finding-word AUC-ROC of "
-            f"{len(track.ranked_entries)} ranked entries; the table below holds every value."
-        )
-        parts += ["<figure>", inline_svg(svg, title, anchor("plot-", track.name) + "-"), "</figure>"]
-    return parts + ["</div>", f'<p class="caption">{escape(FIGURE_CAPTION)}</p>']
-
-
-def _metric_td(entry: Entry, metric: str) -> str:
-    summary = entry.metrics.get(metric)
-    if summary is None or summary.mean is None:
-        title = "" if summary is None or not summary.note else f' title="{escape(summary.note)}"'
-        return f'<td class="num" data-sort=""{title}>{MISSING}</td>'
-    decimals = metric_decimals(metric)
-    interval = format_interval(summary.ci_low, summary.ci_high, decimals)
-    kind = {
-        "bootstrap": "bootstrap 95% interval of one seed",
-        "t": f"t-interval over {summary.n_values} seeds",
-    }
-    title = f"{interval} ({kind[summary.interval_kind]}" if interval else "no interval"
-    if interval:
-        title += ", cut at the metric's range)" if summary.cut else ")"
-    if summary.note:
-        title += f"; {summary.note}"
-    text = escape(format_number(summary.mean, decimals))
-    if interval:
-        text += f'<span class="ci">{escape(interval)}</span>'
-    return (
-        f'<td class="num" data-sort="{format_csv_number(summary.mean)}" title="{escape(title)}">{text}</td>'
-    )
-
-
-def _number_td(value: float | int | None, text: str) -> str:
-    sort = "" if value is None else format_csv_number(float(value))
-    return f'<td class="num" data-sort="{sort}">{escape(text)}</td>'
-
-
-def _model_td(entry: Entry) -> str:
-    """The entry's name (a baseline's label, with its model id as tooltip)."""
-    title = "" if entry.baseline is None else f' title="model {escape(entry.model)}"'
-    return f'<td class="model"{title}>{escape(entry.display_name)}</td>'
-
-
-def _rank_td(entry: Entry) -> str:
-    if entry.baseline is not None:
-        return f'<td class="num" data-sort="">{escape(BASELINE_RANK)}</td>'
-    return _number_td(entry.rank, MISSING if entry.rank is None else str(entry.rank))
-
-
-def _row_open(entry: Entry) -> str:
-    if entry.baseline is not None:
-        return '<tr class="baseline">'
-    return '<tr class="frontier">' if entry.pareto_rank == 1 else "<tr>"
-
-
-def _table(css: str, headers: Sequence[str], rows: Sequence[str]) -> list[str]:
-    """A sortable table; ``headers`` are complete ``<th>`` elements, ``rows`` complete ``<tr>`` elements."""
-    return [
-        '<div class="table-wrap">',
-        f'<table class="sortable {css}">',
-        "<thead><tr>" + "".join(headers) + "</tr></thead>",
-        "<tbody>",
-        *rows,
-        "</tbody>",
-        "</table>",
-        "</div>",
-    ]
-
-
-def _th(text: str, title: str = "") -> str:
-    return f'<th title="{escape(title)}">{escape(text)}</th>' if title else f"<th>{escape(text)}</th>"
-
-
-def _ranking_table(track: TrackBoard) -> list[str]:
-    headers = [_th("model"), _th("rank"), _th("seeds")]
-    headers += [_th(HEADLINE_BY_NAME[metric].header, metric) for metric in TABLE_METRICS]
-    headers += [_th("Pareto rank"), _th("joint score")]
-    rows = [
-        _row_open(entry)
-        + _model_td(entry)
-        + _rank_td(entry)
-        + _number_td(entry.n_seeds, str(entry.n_seeds))
-        + "".join(_metric_td(entry, metric) for metric in TABLE_METRICS)
-        + _number_td(entry.pareto_rank, MISSING if entry.pareto_rank is None else str(entry.pareto_rank))
-        + _number_td(entry.joint_score, format_number(entry.joint_score, JOINT_SCORE_DECIMALS))
-        + "</tr>"
-        for entry in track.entries
-    ]
-    return _table("leaderboard", headers, rows)
-
-
-def _token_diagnostics(track: TrackBoard) -> list[str]:
-    rows = [
-        _row_open(entry)
-        + _model_td(entry)
-        + f"<td>{escape(label)}</td>"
-        + "".join(_metric_td(entry, f"loc_{group}_{column.name}") for column in TOKEN_DIAGNOSTIC_METRICS)
-        + "</tr>"
-        for entry in track.entries
-        for group, label in token_diagnostic_rows(entry)
-    ]
-    if not rows:
-        return []
-    headers = [_th("model"), _th("tokens"), *(_th(column.header) for column in TOKEN_DIAGNOSTIC_METRICS)]
-    return [
-        "<h3>Token diagnostics</h3>",
-        f"<p>{paragraph_to_html(TOKEN_DIAGNOSTICS)}</p>",
-        *_table("tokens", headers, rows),
-    ]
-
-
-def _seed_links(entry: Entry, links: PageLinks) -> str:
-    return " ".join(link(links.result(path), str(seed)) for seed, path in zip(entry.seeds, entry.paths))
-
-
-def _entries_table(track: TrackBoard, links: PageLinks) -> list[str]:
-    rows = [
-        _row_open(entry) + _model_td(entry) + f"<td><code>{escape(entry.model)}</code></td>"
-        f"<td>{escape(entry.distribution)}</td><td>{escape(entry.version)}</td>"
-        f"<td>{escape(', '.join(entry.capabilities)) or MISSING}</td><td>{_seed_links(entry, links)}</td>"
-        f'<td class="config">{"<br>".join(escape(config) for config in entry.configs)}</td></tr>'
-        for entry in track.entries
-    ]
-    headers = [
-        _th(text)
-        for text in (
-            "model",
-            "model id",
-            "distribution",
-            "version",
-            "capabilities",
-            "seeds (result files)",
-            "configuration",
-        )
-    ]
-    return ["<h3>Entries</h3>", *_table("entries", headers, rows)]
-
-
-def _track_section(track: TrackBoard, links: PageLinks) -> list[str]:
-    parts = [
-        f'<section id="{escape(anchor("track-", track.name))}">',
-        f"<h2>Track <code>{escape(track.name)}</code></h2>",
-    ]
-    definition = TRACKS.get(track.name)
-    if definition is not None:
-        parts.append(f"<p>{escape(definition.description)}</p>")
-    n_entries, n_failed = len(track.entries), len(track.failed)
-    parts.append(
-        f'<p class="muted">Track version {escape(", ".join(track.versions))}, hash '
-        f"<code>{escape(', '.join(track.hashes))}</code>; {n_entries} entr{'y' if n_entries == 1 else 'ies'}, "
-        f"{n_failed} failed run{'' if n_failed == 1 else 's'}.</p>"
-    )
-    sizes = None if definition is None else fid_sample_sizes(definition)
-    if sizes:
-        parts.append(f'<p class="muted">{escape(sizes)}</p>')
-    parts += [
-        f"<p>{link(href, f'Attention report of track {track.name}')}: where each model's finding word "
-        "and end-of-text token look, per class.</p>"
-        for href in links.reports_of(track.name)
-    ]
-    if not track.entries:
-        return parts + ["<p>No successful runs on this track.</p>", "</section>"]
-    return (
-        parts
-        + _ranking_table(track)
-        + _token_diagnostics(track)
-        + _entries_table(track, links)
-        + ["</section>"]
-    )
-
-
-def _failed_section(failed: list[FailedRun], links: PageLinks) -> list[str]:
-    parts = ['<section id="failed-runs">', "<h2>Failed runs</h2>"]
-    if not failed:
-        return parts + ["<p>None.</p>", "</section>"]
-    rows = [
-        f"<tr><td>{escape(run.model)}</td><td>{escape(run.track)}</td>"
-        f'<td class="num" data-sort="{run.seed}">{link(links.result(run.path), str(run.seed))}</td>'
-        f'<td>{escape(run.stage)}</td><td class="message">{escape(run.error_type)}: {escape(run.message)}</td></tr>'
-        for run in failed
-    ]
-    headers = [_th(text) for text in ("model", "track", "seed (result file)", "stage", "error")]
-    return parts + _table("failed", headers, rows) + ["</section>"]
+    return _environment().get_template(HTML_TEMPLATE).render(page=view, figures=figures)

@@ -17,6 +17,7 @@ from cxrbench.leaderboard.html_page import render_html
 from cxrbench.leaderboard.links import PageLinks, page_links
 from cxrbench.leaderboard.markdown import render_markdown
 from cxrbench.leaderboard.plot import render_track_svgs, render_tradeoff
+from cxrbench.leaderboard.view import page_view
 from cxrbench.results import atomic_write_bytes
 
 MARKDOWN_FILE = "README.md"
@@ -35,9 +36,10 @@ def leaderboard_files(records: Iterable[dict[str, Any]], links: PageLinks = Page
     """The content of every output file, by file name, rendered from ``records`` with ``links``."""
     board = build_leaderboard(records)
     svg, png = render_tradeoff(board)
+    view = page_view(board, links)
     return {
-        MARKDOWN_FILE: render_markdown(board, links).encode("utf-8"),
-        HTML_FILE: render_html(board, render_track_svgs(board), links).encode("utf-8"),
+        MARKDOWN_FILE: render_markdown(view).encode("utf-8"),
+        HTML_FILE: render_html(view, render_track_svgs(board)).encode("utf-8"),
         CSV_FILE: render_csv(board).encode("utf-8"),
         SVG_FILE: svg,
         PNG_FILE: png,
