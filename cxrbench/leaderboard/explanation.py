@@ -72,7 +72,7 @@ GMM_SEED_TEXT = (
     "The finding word's GMM-based metrics as cxrbench computes them (`loc_word_<metric>`: a two-component "
     "Gaussian mixture fitted until its threshold stops moving) beside the same metrics from the seed "
     "paper's pipeline, step by step (`loc_word_<metric>_seed`: scikit-learn's default fit on the raw "
-    "latent-size map, orphan pixels removed, upsampled), each with its 95% interval as above. IoU, mIoU "
+    "map, orphan pixels removed, the box rectangle around all foreground pixels), each with its 95% interval as above. IoU, mIoU "
     "and box IoU: higher is better. Centre distance: lower is better; cxrbench's is in image diagonals, "
     "the seed pipeline's in pixels of the image (the seed code's unit), so the two are not on one scale."
 )
