@@ -344,7 +344,10 @@ def _prompted_findings(prompted_labels: Sequence[Sequence[str]]) -> list[frozens
 
 
 def _top1_of_single_findings(probs: np.ndarray, single: Sequence[tuple[int, str]]) -> float:
-    """Share of the (row, finding) pairs whose argmax over the finding columns is that finding (nan if none)."""
+    """Share of the (row, finding) pairs whose argmax over the finding columns is that finding.
+
+    ``nan`` when there is no pair.
+    """
     if not single:
         return float("nan")
     rows = np.array([row for row, _ in single])
