@@ -26,8 +26,11 @@ def test_frechet_distance_matches_pytorch_fid(n, dim):
     args = (*_gaussian_stats(real), *_gaussian_stats(generated))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # pytorch-fid passes scipy's deprecated `disp`
-        expected = fid_score.calculate_frechet_distance(*args)
-    assert fid.frechet_distance(*args) == pytest.approx(expected, rel=1e-6)
+        try:
+            expected = fid_score.calculate_frechet_distance(*args)
+        except TypeError as exc:  # SciPy >= 1.18 no longer takes `disp` (docs/metrics.md)
+            pytest.skip(f"pytorch-fid cannot run on this SciPy: {exc}")
+    assert fid.frechet_distance(*args) == float(expected)  # the same computation, bit for bit
 
 
 def test_frechet_distance_of_diagonal_gaussians_by_formula():

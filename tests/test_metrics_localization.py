@@ -45,6 +45,22 @@ def test_auc_roc_continuous_scores_match_pairwise_formula():
     assert loc.auc_roc(heatmap, mask) == pytest.approx(expected, abs=1e-12)
 
 
+def test_auc_roc_agrees_with_torchmetrics_binary_auroc():
+    torch = pytest.importorskip("torch")
+    from torchmetrics.functional.classification import binary_auroc as torchmetrics_auroc
+
+    rng = np.random.default_rng(12)
+    heatmap = np.round(rng.random((32, 32)), 2)  # scores in [0, 1] with ties, as maps and probabilities are
+    mask = box_mask([Box(8, 5, 12, 10)], 32, 32)
+    heatmap[mask] = np.clip(heatmap[mask] + 0.3, 0.0, 1.0)
+    labels = torch.from_numpy(mask.ravel()).long()
+    expected = torchmetrics_auroc(torch.from_numpy(heatmap.ravel()), labels).item()
+    assert 0.6 < expected < 1.0
+    # docs/metrics.md: torchmetrics counts its ROC curve in float32: the two agree to 1e-6, not bit for bit.
+    assert loc.auc_roc(heatmap, mask) == pytest.approx(expected, rel=1e-6)
+    assert loc.binary_auroc(heatmap, mask) == loc.auc_roc(heatmap, mask)
+
+
 def test_auc_roc_is_nan_without_both_classes():
     heatmap = np.arange(9.0).reshape(3, 3)
     assert math.isnan(loc.auc_roc(heatmap, np.ones((3, 3), dtype=bool)))

@@ -55,6 +55,35 @@ def test_bootstrap_ci_other_statistics():
     assert value == 101.0
 
 
+def test_bootstrap_ci_draws_the_documented_resamples():
+    # docs/metrics.md: resample i takes the values at default_rng(seed).integers(0, n, size=(n_boot, n))[i];
+    # the interval is numpy's linear percentile of the resampled statistics.
+    values = np.random.default_rng(6).random(23)
+    indices = np.random.default_rng(7).integers(0, values.size, size=(400, values.size))
+    distribution = np.array([np.median(values[row]) for row in indices])
+    low, high = np.percentile(distribution, [2.5, 97.5])
+    assert bootstrap_ci(values, n_boot=400, seed=7, statistic=np.median) == (np.median(values), low, high)
+
+
+def test_bootstrap_ci_agrees_with_scipy_stats_bootstrap():
+    pytest.importorskip("scipy", minversion="1.15")  # its `rng` argument
+    from scipy import stats as scipy_stats
+
+    values = np.random.default_rng(8).normal(size=40)
+    reference = scipy_stats.bootstrap((values,), np.mean, n_resamples=1000, method="percentile",
+                                      rng=np.random.default_rng(3))
+    _, low, high = bootstrap_ci(values, n_boot=1000, seed=3, statistic=np.mean)
+    # Same resamples; scipy takes its percentiles at (1 - 0.95) / 2 = 0.025000000000000022 with its own
+    # quantile code, so its end points agree to rounding, not bit for bit (docs/metrics.md).
+    assert low == pytest.approx(reference.confidence_interval.low, rel=1e-12)
+    assert high == pytest.approx(reference.confidence_interval.high, rel=1e-12)
+
+
+def test_bootstrap_ci_rejects_a_statistic_that_does_not_reduce_each_resample():
+    with pytest.raises(ValueError, match="one number"):
+        bootstrap_ci([1.0, 2.0, 3.0], n_boot=10, statistic=lambda x, axis=None: 1.0)
+
+
 def test_bootstrap_ci_rejects_bad_settings():
     with pytest.raises(ValueError, match="n_boot"):
         bootstrap_ci([1.0, 2.0], n_boot=0)
@@ -95,6 +124,23 @@ def test_macro_bootstrap_is_stratified():
     # Every resample keeps Atelectasis (mean 10) and Pneumothorax (a resampled mean in [1, 3]):
     # the macro mean cannot leave [(1 + 10) / 2, (3 + 10) / 2]; an unstratified resample could.
     assert 5.5 <= result["ci_low"] < 6.0 < result["ci_high"] <= 6.5
+
+
+def test_macro_bootstrap_draws_each_class_in_turn_from_one_generator():
+    edema = [{"label": "Edema", "auc": 4.0, "hit": 1.0}, {"label": "Edema", "auc": 7.0, "hit": 0.0}]
+    macro = aggregate_by_class(_records() + edema, ["auc"], n_boot=300, seed=2)["auc"]["macro"]
+    # docs/metrics.md: classes in ALL_LABELS order, each resampled within itself from one default_rng(seed); a
+    # class with one value draws nothing and stays at that value.
+    rng = np.random.default_rng(2)
+    class_means = []
+    # Atelectasis (its nan left out), Edema, Pneumothorax:
+    for values in (np.array([10.0]), np.array([4.0, 7.0]), np.array([1.0, 2.0, 3.0])):
+        if values.size == 1:
+            class_means.append(np.full(300, values[0]))
+        else:
+            class_means.append(values[rng.integers(0, values.size, size=(300, values.size))].mean(axis=1))
+    low, high = np.percentile(np.mean(np.stack(class_means), axis=0), [2.5, 97.5])
+    assert (macro["ci_low"], macro["ci_high"]) == (low, high)
 
 
 def test_aggregate_by_class_requires_keys():

@@ -256,6 +256,31 @@ def _as_sample_set(samples: Any, index: int) -> np.ndarray:
     return array
 
 
+def _ms_ssim_of_pairs(samples: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+    """MS-SSIM (float64) of every unordered pair ``i < j`` of the (K, H, W) ``samples``, in
+    ``np.triu_indices`` order, computed by torchmetrics ``_PAIRS_PER_BATCH`` pairs at a time."""
+    import torch
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+    first, second = np.triu_indices(samples.shape[0], k=1)
+    images = torch.from_numpy(samples).unsqueeze(1)
+    scores = []
+    for start in range(0, first.size, _PAIRS_PER_BATCH):
+        stop = start + _PAIRS_PER_BATCH
+        batch_scores = multiscale_structural_similarity_index_measure(
+            images[torch.from_numpy(first[start:stop])],
+            images[torch.from_numpy(second[start:stop])],
+            gaussian_kernel=True,
+            sigma=settings["sigma"],
+            kernel_size=settings["kernel_size"],
+            reduction="none",
+            data_range=1.0,
+            betas=settings["betas"],
+        )
+        scores.append(batch_scores.reshape(-1).double().numpy())
+    return np.concatenate(scores)
+
+
 def ms_ssim_within_prompt(
     sample_sets: Sequence[np.ndarray], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> dict[str, Any]:
@@ -283,29 +308,10 @@ def ms_ssim_within_prompt(
     height, width = usable[0].shape[1:]
     settings = ms_ssim_settings(height, width)
 
-    import torch
-    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
-
     per_prompt = []
     n_pairs = 0
     for samples in usable:
-        first, second = np.triu_indices(samples.shape[0], k=1)
-        images = torch.from_numpy(samples).unsqueeze(1)
-        scores = []
-        for start in range(0, first.size, _PAIRS_PER_BATCH):
-            stop = start + _PAIRS_PER_BATCH
-            batch_scores = multiscale_structural_similarity_index_measure(
-                images[torch.from_numpy(first[start:stop])],
-                images[torch.from_numpy(second[start:stop])],
-                gaussian_kernel=True,
-                sigma=settings["sigma"],
-                kernel_size=settings["kernel_size"],
-                reduction="none",
-                data_range=1.0,
-                betas=settings["betas"],
-            )
-            scores.append(batch_scores.reshape(-1).double().numpy())
-        pair_scores = np.concatenate(scores)
+        pair_scores = _ms_ssim_of_pairs(samples, settings)
         n_pairs += pair_scores.size
         per_prompt.append(float(pair_scores.mean()))
     value, low, high = bootstrap_ci(per_prompt, n_boot=n_boot, alpha=alpha, seed=seed, statistic=np.mean)
@@ -322,6 +328,34 @@ def ms_ssim_within_prompt(
 
 
 # ----------------------------------------------------------------------------- conditional accuracy
+def _prompted_findings(prompted_labels: Sequence[Sequence[str]]) -> list[frozenset[str]]:
+    """The findings each prompt states (No Finding dropped: an empty set means No Finding), checked."""
+    label_sets: list[frozenset[str]] = []
+    for index, labels in enumerate(prompted_labels):
+        if isinstance(labels, str):
+            raise ValueError(
+                f"`prompted_labels[{index}]` must be a tuple of labels, but got the string {labels!r}"
+            )
+        unknown = [label for label in labels if label not in ALL_LABELS]
+        if unknown:
+            raise ValueError(f"`prompted_labels[{index}]` labels must be in {ALL_LABELS}, but got {unknown}")
+        label_sets.append(frozenset(label for label in labels if label != NO_FINDING))
+    return label_sets
+
+
+def _top1_of_single_findings(probs: np.ndarray, single: Sequence[tuple[int, str]]) -> float:
+    """Share of the (row, finding) pairs whose argmax over the finding columns is that finding.
+
+    ``nan`` when there is no pair.
+    """
+    if not single:
+        return float("nan")
+    rows = np.array([row for row, _ in single])
+    targets = np.array([FINDING_CLASSES.index(label) for _, label in single])
+    predicted = np.argmax(probs[rows, : len(FINDING_CLASSES)], axis=1)
+    return float(np.mean(predicted == targets))
+
+
 def conditional_accuracy(
     probabilities: np.ndarray, prompted_labels: Sequence[Sequence[str]]
 ) -> dict[str, Any]:
@@ -351,17 +385,7 @@ def conditional_accuracy(
         )
     if not np.all(np.isfinite(probs)):
         raise ValueError("`probabilities` must be finite, but it holds nan/inf")
-    label_sets: list[frozenset[str]] = []
-    for index, labels in enumerate(prompted_labels):
-        if isinstance(labels, str):
-            raise ValueError(
-                f"`prompted_labels[{index}]` must be a tuple of labels, but got the string {labels!r}"
-            )
-        unknown = [label for label in labels if label not in ALL_LABELS]
-        if unknown:
-            raise ValueError(f"`prompted_labels[{index}]` labels must be in {ALL_LABELS}, but got {unknown}")
-        findings = frozenset(label for label in labels if label != NO_FINDING)
-        label_sets.append(findings)
+    label_sets = _prompted_findings(prompted_labels)
     no_finding = np.array([len(s) == 0 for s in label_sets])
     per_class: dict[str, float] = {}
     for column, finding in enumerate(FINDING_CLASSES):
@@ -370,17 +394,10 @@ def conditional_accuracy(
         per_class[finding] = binary_auroc(probs[keep, column], prompted[keep])
     defined = [value for value in per_class.values() if not math.isnan(value)]
     single = [(row, next(iter(s))) for row, s in enumerate(label_sets) if len(s) == 1]
-    if single:
-        rows = np.array([row for row, _ in single])
-        targets = np.array([FINDING_CLASSES.index(label) for _, label in single])
-        predicted = np.argmax(probs[rows, : len(FINDING_CLASSES)], axis=1)
-        top1 = float(np.mean(predicted == targets))
-    else:
-        top1 = float("nan")
     return {
         "auroc_macro": float(np.mean(defined)) if defined else float("nan"),
         "auroc_per_class": per_class,
-        "top1": top1,
+        "top1": _top1_of_single_findings(probs, single),
         "n_single_finding": len(single),
         "n_no_finding": int(no_finding.sum()),
     }
