@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from cxrbench.artifacts import write_features_file
 from cxrbench.model import GENERATE
+from cxrbench.plan import generation_plan, load_track_data
 from cxrbench.protocol import TRACKS
-from cxrbench.rederive import disagreements, rederivation_errors, write_features_file
+from cxrbench.rederive import disagreements, rederivation_errors
 from cxrbench.registry import get_registry
 from cxrbench.results import atomic_write_json, load_result, validation_errors
-from cxrbench.runner import generation_plan, load_track_data
 from cxrbench.scoring import Scores, feature_extractors_to_run, score_fidelity
 
 
