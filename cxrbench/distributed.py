@@ -74,6 +74,7 @@ def init_processes(device: str = "cpu") -> Processes:
     global _PROCESSES, _GROUP
     if _PROCESSES.distributed or not launched():
         return _PROCESSES
+    # lazy, as every torch import here: a run of one process never imports torch.distributed or accelerate
     import torch
     import torch.distributed as dist
     from accelerate import PartialState

@@ -73,7 +73,7 @@ def _normalized(heatmap: np.ndarray) -> np.ndarray:
 
 
 def _draw_boxes(ax: Any, boxes: Sequence[Box], colour: str = "#00ff66") -> None:
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # lazy, as all of matplotlib and PIL here: only drawing needs them
 
     for b in boxes:
         ax.add_patch(Rectangle((b.x - 0.5, b.y - 0.5), b.w, b.h, fill=False, edgecolor=colour, linewidth=1.5))
@@ -97,7 +97,7 @@ def sample_figure(sample: Sample, label: str, runs: Sequence[ReportMaps], groups
     """One PNG for one test image and finding: the image with its box and phrase on top, then a row per run
     with its title and its map of each token group over the image (many runs grow it downwards; it is
     narrow enough for a phone)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: see _draw_boxes
     from matplotlib.figure import Figure
 
     width, height = figure_size(len(runs), len(groups))
@@ -141,7 +141,7 @@ def sample_figure(sample: Sample, label: str, runs: Sequence[ReportMaps], groups
 
 def _palette_png(fig: Any, dpi: int) -> bytes:
     """The figure as a 256-colour PNG (a third of the bytes of true colour; maps and text look the same)."""
-    from PIL import Image
+    from PIL import Image  # lazy: see _draw_boxes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})

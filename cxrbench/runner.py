@@ -14,6 +14,7 @@ then be on a filesystem every process sees.
 from __future__ import annotations
 
 import glob
+import multiprocessing
 import os
 import shutil
 import sys
@@ -21,6 +22,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import ValidationError
+from tabulate import tabulate
 
 from cxrbench.artifacts import (
     FIT_FOLDER,
@@ -627,7 +630,7 @@ def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], 
 
 
 def _worker_init(threads: int) -> None:
-    import torch
+    import torch  # lazy: torch takes seconds to import; only --jobs workers need it here
 
     torch.set_num_threads(threads)
 
@@ -649,10 +652,7 @@ def _run_in_workers(tasks: list[tuple[str, int]], jobs: int, track: Track, out_d
     deterministic run as in one process, up to float rounding from the thread count. Outcomes come back in
     task order; the progress bar counts finished runs.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    import torch
+    import torch  # lazy: see _worker_init
 
     threads = max(1, torch.get_num_threads() // jobs)
     context = multiprocessing.get_context("spawn")
@@ -706,8 +706,6 @@ def unavailable_metrics_lines(outcomes: Sequence[RunOutcome]) -> list[str]:
 
 def summary_table(outcomes: Sequence[RunOutcome]) -> str:
     """The table printed at the end of a run."""
-    from tabulate import tabulate
-
     rows = []
     for o in outcomes:
         row = [o.model, o.track, o.seed, o.status]
