@@ -11,8 +11,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
 from cxrbench.bench import add_arguments as add_bench_arguments
 from cxrbench.bench import cmd_bench
 from cxrbench.compare import compare_models, comparison_table
@@ -67,6 +65,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(payload, indent=2))
         return 0
+    from tabulate import tabulate  # lazy: tabulate imports wcwidth, a fifth of `import cxrbench.cli`
+
     print("Models")
     print(tabulate([[m["name"], m["distribution"], m["version"], ", ".join(m["capabilities"])]
                     for m in payload["models"]], headers=["name", "distribution", "version", "capabilities"],
@@ -112,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                              options=_parse_options(args.option), show_progress=not args.quiet, device=args.device,
                              feature_extractors=args.feature_extractors, checkpoint_every=args.checkpoint_every,
                              jobs=args.jobs, overwrite=args.overwrite)
-    on_main(lambda: _print_outcomes(outcomes, args.workdir))  # every process has the outcomes; the main one says them
+    # every process has the outcomes; the main one says them
+    on_main(lambda: _print_outcomes(outcomes, args.workdir))
     return 0 if all(o.status == "ok" for o in outcomes) else 1
 
 
@@ -209,7 +210,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                  overwrite=args.overwrite)
         failed = [o for o in outcomes if o.status != "ok"]
         if failed:
-            on_main(lambda: [print(f"{o.model} seed {o.seed} failed: {o.error}", file=sys.stderr) for o in failed])
+            on_main(lambda: print("\n".join(f"{o.model} seed {o.seed} failed: {o.error}" for o in failed),
+                                  file=sys.stderr))
             return 1
     on_main(lambda: _print_comparison(args, track.name, seeds))  # the main process compares and reports
     return 0

@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from tabulate import tabulate
-
 from cxrbench.errors import ResultError
 from cxrbench.metrics.stats import paired_difference
 from cxrbench.results import load_result, result_stem, validate_result
@@ -139,6 +137,8 @@ def _row(metric: str, a: float, b: float, diff: float, low: float | None, high: 
 
 
 def comparison_table(rows: list[dict[str, Any]], model_a: str, model_b: str) -> str:
+    from tabulate import tabulate  # lazy: see cxrbench.cli.cmd_list
+
     def fmt(x: float | None) -> str:
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 

@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import ValidationError
-from tabulate import tabulate
 
 from cxrbench.artifacts import (
     FIT_FOLDER,
@@ -706,6 +705,7 @@ def unavailable_metrics_lines(outcomes: Sequence[RunOutcome]) -> list[str]:
 
 def summary_table(outcomes: Sequence[RunOutcome]) -> str:
     """The table printed at the end of a run."""
+    from tabulate import tabulate  # lazy: see cxrbench.cli.cmd_list
     rows = []
     for o in outcomes:
         row = [o.model, o.track, o.seed, o.status]
