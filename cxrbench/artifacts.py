@@ -78,8 +78,10 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def save_generated(path: Path, images: np.ndarray) -> None:
+def save_generated(path: Path, images: np.ndarray) -> bool:
+    """Every generated image in the work folder (``generated.npz``); True once written."""
     save_npz(path, images=images)
+    return True
 
 
 def load_generated(path: Path) -> np.ndarray:
@@ -87,9 +89,10 @@ def load_generated(path: Path) -> np.ndarray:
     return np.load(path)["images"]
 
 
-def save_work_maps(path: Path, maps: Sequence[dict[str, np.ndarray]]) -> None:
-    """Every query's maps (group -> map) in the work folder (``maps.npz``)."""
+def save_work_maps(path: Path, maps: Sequence[dict[str, np.ndarray]]) -> bool:
+    """Every query's maps (group -> map) in the work folder (``maps.npz``); True once written."""
     save_npz(path, **{f"{g}/{i}": m for i, d in enumerate(maps) for g, m in d.items()})
+    return True
 
 
 def load_saved_maps(path: Path, count: int) -> list[dict[str, np.ndarray]]:

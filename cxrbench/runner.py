@@ -130,11 +130,11 @@ class RunStages:
         return self.entry.cls.capabilities
 
     def _cached(self, name: str, reusable: Callable[[], bool], load: Callable[[], R | None],
-                compute: Callable[[], R | None], save: Callable[[R], bool | None],
+                compute: Callable[[], R | None], save: Callable[[R], bool],
                 on_saved: Callable[[], Any] | None = None, needs_fit: bool = True) -> R | None:
         """Stage ``name``: when ``stages.json`` says it finished and ``reusable()``, its time and ``load()``;
         else (after fitting, when ``needs_fit``) ``compute()``, timed, which the main process then saves with
-        ``save`` and, unless that returns False, stamps as done before calling ``on_saved``.
+        ``save`` and, when that says it kept it (True), stamps as done before calling ``on_saved``.
 
         ``compute`` returns None on a process whose share went to the main process; so does this.
         """
@@ -153,7 +153,7 @@ class RunStages:
         self.timings[f"{name}_s"] = time.perf_counter() - t0
 
         def keep() -> None:
-            if save(value) is not False:
+            if save(value):
                 self.record.stamp(name, self.timings[f"{name}_s"])
                 if on_saved is not None:
                     on_saved()
@@ -175,7 +175,8 @@ class RunStages:
             fit_dir = self.workdir / FIT_FOLDER
             self.stage = "fit"
             self._cached("fit", lambda: model.load(fit_dir), lambda: model, lambda: self._fit_now(model),
-                         lambda fitted: fitted.save(fit_dir), on_saved=self._remove_checkpoints, needs_fit=False)
+                         lambda fitted: bool(fitted.save(fit_dir)), on_saved=self._remove_checkpoints,
+                         needs_fit=False)
             self._fitted = True
         return model
 
