@@ -6,10 +6,21 @@ import argparse
 import json
 import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
+from cxrbench.bench import add_arguments as add_bench_arguments
+from cxrbench.bench import cmd_bench
+from cxrbench.compare import compare_models, comparison_table
+from cxrbench.data import describe_left_out
+from cxrbench.distributed import on_main
 from cxrbench.errors import CxrbenchError
+from cxrbench.metric import FEATURES, MAPS
+from cxrbench.protocol import TRACKS, get_track
+from cxrbench.registry import get_registry
+from cxrbench.results import json_safe, load_result, validation_errors
 
 DEFAULT_WORKDIR = Path(".cxrbench-work")
 #: Exit code of an error cxrbench did not raise on purpose (0: ok, 1: a run failed, 2: cannot start,
@@ -34,9 +45,6 @@ def _parse_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from cxrbench.protocol import TRACKS
-    from cxrbench.registry import get_registry
-
     reg = get_registry()
     payload = {
         "models": [
@@ -57,7 +65,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(payload, indent=2))
         return 0
-    from tabulate import tabulate
+    from tabulate import tabulate  # lazy: tabulate imports wcwidth, a fifth of `import cxrbench.cli`
 
     print("Models")
     print(tabulate([[m["name"], m["distribution"], m["version"], ", ".join(m["capabilities"])]
@@ -78,9 +86,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _metric_catalogue() -> list[dict[str, Any]]:
     """Every registered metric output under the name a result gives it, and the core's fidelity metrics."""
-    from cxrbench.metric import FEATURES, MAPS
-    from cxrbench.metrics.fidelity import FIDELITY_METRICS
-    from cxrbench.registry import get_registry
+    from cxrbench.metrics.fidelity import FIDELITY_METRICS  # lazy: imports scipy (seconds)
 
     pattern = {MAPS: "loc_<group>_{}", FEATURES: "{}_<extractor>"}
     rows = [{"name": pattern.get(e.metric.needs, "{}").format(output), "higher_is_better": higher,
@@ -93,31 +99,34 @@ def _metric_catalogue() -> list[dict[str, Any]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cxrbench.protocol import get_track
-    from cxrbench.runner import run_benchmark, summary_table, unavailable_metrics_lines
+    # lazy, as every stage module below: the runner's stack (plan, scoring, artifacts) costs `--help` time
+    from cxrbench.runner import run_benchmark
 
     track = get_track(args.track)
     seeds = args.seeds if args.seeds is not None else list(track.seeds)
     if args.compile:  # read by cxrbench.diffusion in this process and in --jobs workers
-        from cxrbench.diffusion.acceleration import COMPILE_ENV
+        from cxrbench.diffusion.acceleration import COMPILE_ENV  # lazy: cxrbench.diffusion imports torch
 
         os.environ[COMPILE_ENV] = "1"
     outcomes = run_benchmark(args.models, track, seeds, Path(args.out), workdir=Path(args.workdir),
                              options=_parse_options(args.option), show_progress=not args.quiet, device=args.device,
                              feature_extractors=args.feature_extractors, checkpoint_every=args.checkpoint_every,
                              jobs=args.jobs, overwrite=args.overwrite)
-    from cxrbench.distributed import processes
+    # every process has the outcomes; the main one says them
+    on_main(lambda: _print_outcomes(outcomes, args.workdir))
+    return 0 if all(o.status == "ok" for o in outcomes) else 1
 
-    if not processes().is_main:  # every process has the outcomes; the main one reports them
-        return 0 if all(o.status == "ok" for o in outcomes) else 1
+
+def _print_outcomes(outcomes: list[Any], workdir: str) -> None:
+    from cxrbench.runner import summary_table, unavailable_metrics_lines  # lazy: see cmd_run
+
     print(summary_table(outcomes))
     for line in unavailable_metrics_lines(outcomes):  # said here, not only inside the result files
         print(line)
     for o in outcomes:
         if o.error:
-            print(f"{o.model} seed {o.seed} failed at {o.error} (details: {args.workdir}/.../error.log)", file=sys.stderr)
+            print(f"{o.model} seed {o.seed} failed at {o.error} (details: {workdir}/.../error.log)", file=sys.stderr)
         print(f"result: {o.result_path}")
-    return 0 if all(o.status == "ok" for o in outcomes) else 1
 
 
 #: Files a run writes beside its result JSON; `validate` re-derives the result's figures from them, and
@@ -126,8 +135,7 @@ COMPANION_SUFFIXES = (".samples.jsonl", ".maps.npz", ".features.npz")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from cxrbench.rederive import rederivation_errors
-    from cxrbench.results import load_result, validation_errors
+    from cxrbench.rederive import rederivation_errors  # lazy: the scoring stack (see cmd_run)
 
     bad = 0
     for path in args.files:
@@ -154,8 +162,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from cxrbench.registry import get_registry
-    from cxrbench.rescore import rescore_result
+    from cxrbench.rescore import rescore_result  # lazy: the scoring stack (see cmd_run)
 
     registry, failed = get_registry(), 0
     for path in args.results:
@@ -171,10 +178,10 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    # lazy: the leaderboard imports matplotlib and scipy; rederive, the scoring stack (see cmd_run)
     from cxrbench.leaderboard import check_leaderboard, render_leaderboard
-    from cxrbench.rederive import load_reproducible_results
-
     from cxrbench.leaderboard.explanation import regenerate_command
+    from cxrbench.rederive import load_reproducible_results
 
     records = load_reproducible_results(Path(args.results))
     command = regenerate_command(args.results, args.out, tuple(args.report))
@@ -193,40 +200,34 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cxrbench.compare import compare_models, comparison_table
-    from cxrbench.protocol import get_track
-    from cxrbench.runner import run_benchmark
-
     track = get_track(args.track)
     seeds = args.seeds if args.seeds is not None else list(track.seeds)
     if not args.no_run:
+        from cxrbench.runner import run_benchmark  # lazy: see cmd_run
+
         outcomes = run_benchmark([args.model_a, args.model_b], track, seeds, Path(args.results),
                                  workdir=Path(args.workdir), show_progress=not args.quiet, device=args.device,
                                  overwrite=args.overwrite)
         failed = [o for o in outcomes if o.status != "ok"]
-        from cxrbench.distributed import processes
-
-        if not processes().is_main:  # the main process compares and reports
-            return 1 if failed else 0
-        for o in failed:
-            print(f"{o.model} seed {o.seed} failed: {o.error}", file=sys.stderr)
         if failed:
+            on_main(lambda: print("\n".join(f"{o.model} seed {o.seed} failed: {o.error}" for o in failed),
+                                  file=sys.stderr))
             return 1
-    rows = compare_models(Path(args.results), args.model_a, args.model_b, track.name, seeds)
-    if args.json:
-        from cxrbench.results import json_safe
-
-        print(json.dumps(json_safe(rows), indent=2))
-    else:
-        print(f"A = {args.model_a}, B = {args.model_b}, track {track.name}, seeds {seeds}")
-        print(comparison_table(rows, args.model_a, args.model_b))
+    on_main(lambda: _print_comparison(args, track.name, seeds))  # the main process compares and reports
     return 0
 
 
+def _print_comparison(args: argparse.Namespace, track: str, seeds: list[int]) -> None:
+    rows = compare_models(Path(args.results), args.model_a, args.model_b, track, seeds)
+    if args.json:
+        print(json.dumps(json_safe(rows), indent=2))
+    else:
+        print(f"A = {args.model_a}, B = {args.model_b}, track {track}, seeds {seeds}")
+        print(comparison_table(rows, args.model_a, args.model_b))
+
+
 def cmd_data_show(args: argparse.Namespace) -> int:
-    from cxrbench.data import describe_left_out
-    from cxrbench.data.show import contact_sheet, sheet_samples
-    from cxrbench.registry import get_registry
+    from cxrbench.data.show import contact_sheet, sheet_samples  # lazy: imports matplotlib
 
     factory = get_registry().dataset(args.dataset).factory
     out = Path(args.out)
@@ -243,7 +244,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cxrbench.report import write_report
+    from cxrbench.report import write_report  # lazy: the scoring stack (see cmd_run) and matplotlib
 
     def skipped(path: Path) -> None:
         print(f"skipped {path}: its model does not localize, so it has no attention maps")
@@ -259,11 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback of an unexpected error (default: one line and a log file)")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add_subcommand in (_add_list_parser, _add_run_parser, _add_rescore_parser, _add_validate_parser,
+                           _add_leaderboard_parser, _add_compare_parser, _add_report_parser, _add_data_parser,
+                           _add_bench_parser):
+        add_subcommand(sub)
+    return parser
 
+
+def _add_list_parser(sub: Any) -> None:
     p = sub.add_parser("list", help="models, datasets, feature extractors, metrics and tracks")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
+
+def _add_run_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="fine-tune, generate, localize and evaluate models on a track")
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--track", default="smoke")
@@ -289,17 +299,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write training checkpoints every STEPS steps; an interrupted fit resumes from the latest")
     p.set_defaults(func=cmd_run)
 
+
+def _add_rescore_parser(sub: Any) -> None:
     p = sub.add_parser("rescore", help="recompute results' metrics from their runs' kept maps and images (the work "
                        "folder), without training again")
     p.add_argument("results", nargs="+", metavar="RESULT", type=Path)
     p.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="the work folder the runs kept their outputs in")
     p.set_defaults(func=cmd_rescore)
 
+
+def _add_validate_parser(sub: Any) -> None:
     p = sub.add_parser("validate", help="check result files against the schema and their track's hash, and "
                        "re-derive their figures from the per-sample and features files beside them")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_validate)
 
+
+def _add_leaderboard_parser(sub: Any) -> None:
     p = sub.add_parser("leaderboard", help="render README.md, index.html, leaderboard.csv and the trade-off plot")
     p.add_argument("--results", default="leaderboard/results")
     p.add_argument("--out", default="leaderboard")
@@ -308,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an attention report folder (`cxrbench report --out DIR`) to link to; repeatable")
     p.set_defaults(func=cmd_leaderboard)
 
+
+def _add_compare_parser(sub: Any) -> None:
     p = sub.add_parser("compare", help="paired differences between two models on a track")
     p.add_argument("model_a")
     p.add_argument("model_b")
@@ -324,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_report_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="attention overlays: each result's finding-word and EOS maps per class")
     p.add_argument("results", nargs="+", help="result JSON files of one track (their .maps.npz beside them)")
     p.add_argument("--out", default="report", help="folder for index.html and the PNGs")
@@ -331,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the leaderboard folder (its index.html) the report links back to")
     p.set_defaults(func=cmd_report)
 
+
+def _add_data_parser(sub: Any) -> None:
     p = sub.add_parser("data", help="look at a dataset")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("show", help="write a contact sheet PNG of images with boxes and reports")
@@ -343,12 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a real dataset's folder (default: its CXRBENCH_*_ROOT variable; docs/datasets.md)")
     q.set_defaults(func=cmd_data_show)
     _add_data_audit_parser(data_sub)
-    _add_bench_parser(sub)
-    return parser
 
 
 def _add_data_audit_parser(data_sub: Any) -> None:
-    from cxrbench.data.audit import add_box_prior_arguments, cmd_box_prior_audit
+    from cxrbench.data.audit import add_box_prior_arguments, cmd_box_prior_audit  # lazy: imports scipy
 
     q = data_sub.add_parser("audit", help="class box priors (leave-one-out) beside ChestX-ray14's, and the "
                             "track's box-prior baseline")
@@ -357,18 +377,13 @@ def _add_data_audit_parser(data_sub: Any) -> None:
 
 
 def _add_bench_parser(sub: Any) -> None:
-    from cxrbench.bench import add_arguments, cmd_bench
-
     p = sub.add_parser("bench", help="measure the speed of pipeline parts (extraction: batched vs sequential)")
-    add_arguments(p)
+    add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
 
 def _report_unexpected(command: str) -> None:
     """One line for an error cxrbench did not raise on purpose; the traceback goes to a log file."""
-    import tempfile
-    import traceback
-
     exc = sys.exc_info()[1]
     what = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, OSError) and exc.filename is not None:

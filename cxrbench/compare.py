@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cxrbench.errors import ResultError
+from cxrbench.metrics.stats import paired_difference
 from cxrbench.results import load_result, result_stem, validate_result
 
 PAIRED_LOCALIZATION = (
@@ -46,7 +47,7 @@ def _load_pair(results_dir: Path, model: str, track: str, seed: int) -> tuple[di
 
 
 def _t_interval(diffs: list[float]) -> tuple[float, float | None, float | None]:
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats takes seconds to import, and `import cxrbench.cli` imports this
 
     arr = np.asarray([d for d in diffs if d is not None and math.isfinite(d)], dtype=float)
     if arr.size == 0:
@@ -61,8 +62,6 @@ def _t_interval(diffs: list[float]) -> tuple[float, float | None, float | None]:
 def compare_models(results_dir: Path, model_a: str, model_b: str, track: str, seeds: Sequence[int],
                    n_boot: int = 1000) -> list[dict[str, Any]]:
     """One row per metric: mean of A, mean of B, A - B with a 95% interval, direction, and which is better."""
-    from cxrbench.metrics.stats import paired_difference
-
     results_dir = Path(results_dir)
     a_runs = [_load_pair(results_dir, model_a, track, s) for s in seeds]
     b_runs = [_load_pair(results_dir, model_b, track, s) for s in seeds]
@@ -138,7 +137,7 @@ def _row(metric: str, a: float, b: float, diff: float, low: float | None, high: 
 
 
 def comparison_table(rows: list[dict[str, Any]], model_a: str, model_b: str) -> str:
-    from tabulate import tabulate
+    from tabulate import tabulate  # lazy: see cxrbench.cli.cmd_list
 
     def fmt(x: float | None) -> str:
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"

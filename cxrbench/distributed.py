@@ -4,8 +4,9 @@ Under a launcher (``accelerate launch -m cxrbench run ...``, ``torchrun ... -m c
 process runs the same command. ``init_processes`` joins them through accelerate's ``PartialState`` (gloo
 on CPU, NCCL on GPUs); the runner then fine-tunes with DDP (``cxrbench.diffusion.training``), gives
 process i of P the samples i, i+P, i+2P, ... of generation and attention extraction (``map_sharded``),
-and gathers what they produce on the main process, which alone scores and writes results. Objects
-travel through ``torch.distributed``'s object collectives on a gloo group, so they never need a GPU.
+and gathers what they produce on the main process, which alone scores and writes results (what only
+the main process does goes through ``on_main`` and ``main_decides``). Objects travel through
+``torch.distributed``'s object collectives on a gloo group, so they never need a GPU.
 
 Without a launcher (or before ``init_processes``) there is one process and nothing here communicates.
 Every per-sample random draw derives from (global seed, sample id), so which process draws a sample,
@@ -73,6 +74,7 @@ def init_processes(device: str = "cpu") -> Processes:
     global _PROCESSES, _GROUP
     if _PROCESSES.distributed or not launched():
         return _PROCESSES
+    # lazy, as every torch import here: a run of one process never imports torch.distributed or accelerate
     import torch
     import torch.distributed as dist
     from accelerate import PartialState
@@ -87,6 +89,19 @@ def init_processes(device: str = "cpu") -> Processes:
 def processes() -> Processes:
     """This process's place (one process of one until ``init_processes`` joined several)."""
     return _PROCESSES
+
+
+def on_main(action: Callable[[], R]) -> R | None:
+    """``action()`` on the main process, None on the others.
+
+    The one place that decides what only the main process does: write artifacts and results, print, score.
+    """
+    return action() if _PROCESSES.is_main else None
+
+
+def main_decides(action: Callable[[], R]) -> R:
+    """``action()`` run on the main process only; every process gets its value (every process must call it)."""
+    return broadcast_from_main(on_main(action))
 
 
 def process_device(device: str) -> str:

@@ -25,8 +25,6 @@ last bits (relative 1e-7), which moves FID and KID by far less than 1e-6 of thei
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -35,40 +33,33 @@ from typing import Any
 
 import numpy as np
 
+from cxrbench.artifacts import features_path_for, file_sha256
 from cxrbench.errors import CxrbenchError, ResultError
-from cxrbench.results import atomic_write_bytes, load_results_dir
 from cxrbench.metric import SAMPLES
-from cxrbench.scoring import Scores, _num, feature_metric_outputs, score_sample_metrics
+from cxrbench.model import TOKEN_GROUPS
+from cxrbench.plan import generation_plan, load_track_data
+from cxrbench.protocol import TRACKS
+from cxrbench.registry import get_registry
+from cxrbench.results import load_results_dir
+from cxrbench.scoring import (
+    Scores,
+    _num,
+    aggregate_localization,
+    as_shipped,
+    feature_metric_outputs,
+    score_conditional,
+    score_extractor,
+    score_sample_metrics,
+)
 
 #: Relative and absolute tolerance of a re-derived figure (module docstring).
 REL_TOL = 1e-6
 ABS_TOL = 1e-9
-FEATURES_SUFFIX = ".features.npz"
 #: The fields of a metric (and of a per-class entry) that are compared.
 COMPARED_FIELDS = ("value", "ci_low", "ci_high", "n")
 
 #: Real test images' features per (track hash, extractor name), computed once per process.
 _REAL_FEATURES: dict[tuple[str, str], np.ndarray] = {}
-
-
-def features_path_for(result_path: Path | str) -> Path:
-    """``<stem>.features.npz`` beside the result ``<stem>.json``."""
-    result_path = Path(result_path)
-    return result_path.with_name(result_path.name.removesuffix(".json") + FEATURES_SUFFIX)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def write_features_file(result_path: Path | str, arrays: dict[str, np.ndarray]) -> dict[str, str]:
-    """Write ``arrays`` (as float32) beside the result; returns the result's keys that name the file."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{name: np.asarray(a, dtype=np.float32) for name, a in sorted(arrays.items())})
-    content = buffer.getvalue()
-    path = features_path_for(result_path)
-    atomic_write_bytes(path, content)
-    return {"features_file": path.name, "features_sha256": hashlib.sha256(content).hexdigest()}
 
 
 def rederivation_errors(data: dict[str, Any], path: Path | str, registry: Any = None) -> list[str]:
@@ -79,8 +70,6 @@ def rederivation_errors(data: dict[str, Any], path: Path | str, registry: Any = 
     """
     if data.get("status") != "ok":
         return []
-    from cxrbench.registry import get_registry
-
     path = Path(path)
     registry = registry or get_registry()
     recomputed, sources = Scores(), {}
@@ -109,8 +98,6 @@ def _uninstalled_sources(data: dict[str, Any], path: Path, registry: Any) -> lis
 
 def _rederive_localization(data: dict[str, Any], path: Path, recomputed: Scores, sources: dict[str, str],
                            registry: Any) -> list[str]:
-    from cxrbench.scoring import aggregate_localization
-
     stored = [name for name, entry in data["metrics"].items() if name.startswith("loc_") and entry.get("value") is not None]
     name = data.get("per_sample_file")
     if not stored and not name:
@@ -145,8 +132,6 @@ def _rederive_localization(data: dict[str, Any], path: Path, recomputed: Scores,
 
 
 def _group_of(metric: str) -> str:
-    from cxrbench.model import TOKEN_GROUPS
-
     rest = metric.removeprefix("loc_")
     return next((g for g in sorted(TOKEN_GROUPS, key=len, reverse=True) if rest.startswith(g + "_")), rest)
 
@@ -191,9 +176,6 @@ def _rederive_fidelity(data: dict[str, Any], path: Path, recomputed: Scores, sou
     arrays, problems = _shipped_features(data, path, stored)
     if arrays is None:
         return problems
-    from cxrbench.protocol import TRACKS
-    from cxrbench.runner import generation_plan, load_track_data
-
     track = TRACKS[data["track"]["name"]]
     try:
         test = load_track_data(track, registry).test
@@ -212,8 +194,6 @@ def _rederive_fidelity(data: dict[str, Any], path: Path, recomputed: Scores, sou
 def _rederive_extractor(data: dict[str, Any], path: Path, name: str, arrays: dict[str, np.ndarray],
                         plan: tuple[Any, Sequence[Any], np.ndarray], registry: Any, recomputed: Scores) -> list[str]:
     """The figures of extractor ``name``; ``plan`` is (track, test samples, prompt of each generated image)."""
-    from cxrbench.scoring import score_extractor
-
     track, test, prompt_ids = plan
     generated = arrays.get(f"features/{name}")
     if generated is None:
@@ -235,8 +215,6 @@ def real_features(track: Any, name: str, test: Sequence[Any], registry: Any, sha
         ResultError: the extractor's weights differ from ``sha256``, those the result was scored with.
         AssetUnavailable: the extractor's weights are not on this machine.
     """
-    from cxrbench.scoring import as_shipped
-
     if name not in registry.feature_extractors:
         raise ResultError(f"no feature extractor {name!r} is registered here")
     extractor = registry.feature_extractors[name].factory()
@@ -252,9 +230,6 @@ def real_features(track: Any, name: str, test: Sequence[Any], registry: Any, sha
 
 def _rederive_conditional(path: Path, arrays: dict[str, np.ndarray], track: Any, test: Sequence[Any], seed: int,
                           recomputed: Scores) -> list[str]:
-    from cxrbench.runner import generation_plan
-    from cxrbench.scoring import score_conditional
-
     probabilities = arrays.get("probabilities/domain")
     if probabilities is None:
         return [(f"{path}: its features file has no array 'probabilities/domain', so cond_auroc and "

@@ -1,18 +1,19 @@
 """Attention overlay reports: where each model's finding word and end-of-text token look, per class.
 
-Every run keeps the maps of a fixed set of report queries beside its result (``<stem>.maps.npz``: the
-first ``REPORT_QUERIES_PER_CLASS`` test queries of every class, in test order, so every model and seed
-of a track shows the same images). ``cxrbench report RESULT.json ...`` turns them into one PNG per
-(class, test image) and an ``index.html``: the image with its ground-truth box and phrase, then, per
-result, the finding-word map and the EOS map over the image with the same box. Each PNG is narrow (three
-tiles wide) and drawn at 150 dpi, so its labels stay legible on a phone; the page links to each result
-file, the leaderboard and the docs.
+Every run keeps the maps of a fixed set of report queries beside its result (``<stem>.maps.npz``, written
+by ``cxrbench.artifacts.save_report_maps``: the first ``REPORT_QUERIES_PER_CLASS`` test queries of every
+class, in test order, so every model and seed of a track shows the same images). ``cxrbench report
+RESULT.json ...`` turns them into one PNG per (class, test image) and an ``index.html``: the image with its
+ground-truth box and phrase, then, per result, the finding-word map and the EOS map over the image with
+the same box. Each PNG is narrow (three tiles wide) and drawn at 150 dpi, so its labels stay legible on a
+phone; the page links to each result file, the leaderboard and the docs.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,46 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from cxrbench.artifacts import REPORT_GROUPS, maps_path_for
 from cxrbench.data.schema import FINDING_CLASSES, Box, Sample
 from cxrbench.errors import ResultError
-from cxrbench.model import LocalizationQuery
-from cxrbench.results import atomic_write_bytes, atomic_write_text
-
-#: Queries kept per class for reports (the first ones of the test split, in its order).
-REPORT_QUERIES_PER_CLASS = 2
-#: Token groups shown in reports, with their column titles.
-REPORT_GROUPS: dict[str, str] = {"word": "finding word", "eos": "end-of-text\ntoken"}
-
-
-def report_query_indices(queries: Sequence[LocalizationQuery]) -> list[int]:
-    """Indices of the queries whose maps a run keeps for reports (the first few of each class)."""
-    taken: dict[str, int] = {}
-    chosen = []
-    for i, q in enumerate(queries):
-        if taken.get(q.label, 0) < REPORT_QUERIES_PER_CLASS:
-            taken[q.label] = taken.get(q.label, 0) + 1
-            chosen.append(i)
-    return chosen
-
-
-def maps_path_for(result_path: Path) -> Path:
-    """Where the report maps of a result file live: ``x.json`` -> ``x.maps.npz``."""
-    return result_path.with_name(result_path.name[: -len(".json")] + ".maps.npz")
-
-
-def save_report_maps(path: Path, queries: Sequence[LocalizationQuery], maps: Sequence[dict[str, np.ndarray]]) -> None:
-    """Keep the report queries' word and EOS maps (float16; each map as the model returned it)."""
-    arrays: dict[str, np.ndarray] = {}
-    chosen = report_query_indices(queries)
-    arrays["sample_ids"] = np.array([queries[i].sample_id for i in chosen])
-    arrays["labels"] = np.array([queries[i].label for i in chosen])
-    for group in REPORT_GROUPS:
-        if all(group in maps[i] for i in chosen) and chosen:
-            arrays[group] = np.stack([np.asarray(maps[i][group], dtype=np.float16) for i in chosen])
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
-
+from cxrbench.plan import load_track_data
+from cxrbench.protocol import get_track
+from cxrbench.registry import get_registry
+from cxrbench.results import atomic_write_bytes, atomic_write_text, load_result
 
 @dataclass
 class ReportMaps:
@@ -105,7 +73,7 @@ def _normalized(heatmap: np.ndarray) -> np.ndarray:
 
 
 def _draw_boxes(ax: Any, boxes: Sequence[Box], colour: str = "#00ff66") -> None:
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # lazy, as all of matplotlib and PIL here: only drawing needs them
 
     for b in boxes:
         ax.add_patch(Rectangle((b.x - 0.5, b.y - 0.5), b.w, b.h, fill=False, edgecolor=colour, linewidth=1.5))
@@ -129,7 +97,7 @@ def sample_figure(sample: Sample, label: str, runs: Sequence[ReportMaps], groups
     """One PNG for one test image and finding: the image with its box and phrase on top, then a row per run
     with its title and its map of each token group over the image (many runs grow it downwards; it is
     narrow enough for a phone)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: see _draw_boxes
     from matplotlib.figure import Figure
 
     width, height = figure_size(len(runs), len(groups))
@@ -173,7 +141,7 @@ def sample_figure(sample: Sample, label: str, runs: Sequence[ReportMaps], groups
 
 def _palette_png(fig: Any, dpi: int) -> bytes:
     """The figure as a 256-colour PNG (a third of the bytes of true colour; maps and text look the same)."""
-    from PIL import Image
+    from PIL import Image  # lazy: see _draw_boxes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
@@ -195,15 +163,11 @@ def _map_tile(ax: Any, sample: Sample, boxes: Sequence[Box], run: ReportMaps, gr
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
-
     return textwrap.wrap(text, width, break_on_hyphens=True) or [""]
 
 
 def can_localize(result_path: Path) -> bool:
     """Whether the result's model has the ``localize`` capability (a generate-only baseline has no maps)."""
-    from cxrbench.results import load_result
-
     return "localize" in load_result(result_path)["plugin"].get("capabilities", [])
 
 
@@ -231,13 +195,10 @@ def write_report(result_paths: Sequence[Path], out_dir: Path, test: Sequence[Sam
     if len(tracks) != 1:
         raise ResultError(f"results must all be of one track, but got tracks {tracks}")
     if test is None:
-        from cxrbench.protocol import get_track
-        from cxrbench.registry import get_registry
-        from cxrbench.runner import load_track_data
-
         test = load_track_data(get_track(tracks[0]), get_registry()).test
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = _draw_classes(runs, {s.id: s for s in test}, out_dir)
+    # lazy, as matplotlib below: the cxrbench.leaderboard package imports matplotlib and scipy
     from cxrbench.leaderboard.links import REPORT_MANIFEST, docs_links, href
 
     results = [(run, href(path, out_dir)) for run, path in zip(runs, kept)]
@@ -292,7 +253,7 @@ REPORT_STYLE = """
 def report_page(track: str, results: Sequence[tuple[ReportMaps, str]], sections: Sequence[tuple[str, list[ReportImage]]],
                 leaderboard_href: str, docs: Sequence[tuple[str, str]]) -> str:
     """The report's ``index.html``: links, the results it draws (a sortable table), one section per class."""
-    from cxrbench.leaderboard.html_page import SCRIPT, STYLE, escape, link
+    from cxrbench.leaderboard.html_page import SCRIPT, STYLE, escape, link  # lazy: see write_report
 
     nav = ([link(leaderboard_href, "leaderboard")] if leaderboard_href else []) + [link(h, t) for t, h in docs]
     rows = "".join(f"<tr><td>{escape(run.model)}</td><td class=\"num\" data-sort=\"{run.seed}\">{run.seed}</td>"

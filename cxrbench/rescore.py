@@ -3,7 +3,7 @@
 A run keeps its outputs in its work folder (``<workdir>/<stem>/``): ``maps.npz``, every attention map of
 every localization query, and ``generated.npz``, every generated image. Rescoring reads them, scores them
 with the metrics registered now (the current definitions, plugin metrics included) exactly as a run scores
-(``cxrbench.runner.score_outputs``), and rewrites the result, its per-sample file and its features file.
+(``cxrbench.plan.score_outputs``), and rewrites the result, its per-sample file and its features file.
 Everything else of the record stays (timings, plugin, environment); ``metric_versions`` becomes the current
 one and ``rescored`` says when and from which versions.
 
@@ -21,15 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from cxrbench.artifacts import GENERATED_FILE, MAPS_FILE, load_generated, load_saved_maps, write_scores
 from cxrbench.errors import CxrbenchError, ResultError
 from cxrbench.model import GENERATE, LOCALIZE
+from cxrbench.plan import generation_plan, load_track_data, localization_queries, score_outputs
 from cxrbench.protocol import TRACKS
 from cxrbench.registry import Registry
 from cxrbench.results import METRIC_VERSIONS, atomic_write_json, load_result
-from cxrbench.runner import generation_plan, load_saved_maps, load_track_data, localization_queries, score_outputs, \
-    write_scores
 
 __all__ = ["RescoreOutcome", "rescore_result"]
 
@@ -60,14 +58,14 @@ def _outputs(data: dict[str, Any], path: Path, work: Path, track: Any, test: Seq
     maps = generated = None
     if LOCALIZE in caps:
         queries = localization_queries(test)
-        maps = load_saved_maps(_needed(work, "maps.npz", "localization", path), len(queries))
+        maps = load_saved_maps(_needed(work, MAPS_FILE, "localization", path), len(queries))
         if any(not group for group in maps):
-            raise ResultError(f"{path}: {work / 'maps.npz'} holds fewer maps than the track's {len(queries)} queries")
+            raise ResultError(f"{path}: {work / MAPS_FILE} holds fewer maps than the track's {len(queries)} queries")
     if GENERATE in caps:
-        images = np.load(_needed(work, "generated.npz", "fidelity", path))["images"]
+        images = load_generated(_needed(work, GENERATED_FILE, "fidelity", path))
         _, _, index, labels = generation_plan(track, test, int(data["seed"]))
         if len(images) != len(index):
-            raise ResultError(f"{path}: {work / 'generated.npz'} holds {len(images)} images, but the track's "
+            raise ResultError(f"{path}: {work / GENERATED_FILE} holds {len(images)} images, but the track's "
                               f"generation plan has {len(index)}")
         generated = (images, index, labels)
     return maps, generated

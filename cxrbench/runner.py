@@ -1,8 +1,8 @@
 """The protocol runner: data -> fit -> generate -> localize -> metrics -> result, per (model, track, seed).
 
-Each stage leaves an artifact in the run's work folder, written atomically; running the same command again
-after an interruption continues from the last finished stage. A model that fails is recorded as a failed
-result with the stage and error, and the other runs go on.
+Each stage leaves an artifact in the run's work folder (``cxrbench.artifacts``), written atomically; running
+the same command again after an interruption continues from the last finished stage. A model that fails
+is recorded as a failed result with the stage and error, and the other runs go on.
 
 Under a launcher (``accelerate launch -m cxrbench run ...``, ``torchrun``; see ``cxrbench.distributed``)
 every process runs the same stages: models that support it fine-tune with DDP, generation and
@@ -14,26 +14,40 @@ then be on a filesystem every process sees.
 from __future__ import annotations
 
 import glob
-import json
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import ValidationError
 
-from cxrbench.data.schema import NO_FINDING, QUERY_WORDS, Sample
-from cxrbench.distributed import broadcast_from_main, init_processes, map_sharded, process_device, processes
+from cxrbench.artifacts import (
+    FIT_FOLDER,
+    GENERATED_FILE,
+    MAPS_FILE,
+    StageRecord,
+    load_generated,
+    load_saved_maps,
+    maps_path_for,
+    save_generated,
+    save_report_maps,
+    save_work_maps,
+    write_scores,
+)
+from cxrbench.data.adapters._images import check_image_files
+from cxrbench.distributed import init_processes, main_decides, map_sharded, on_main, process_device, processes
 from cxrbench.environment import environment_record
-from cxrbench.errors import OutputError, ProtocolError, ResultError
+from cxrbench.errors import OutputError, PluginError, ProtocolError, ResultError
 from cxrbench.model import (
     GENERATE,
     LOCALIZE,
@@ -43,11 +57,10 @@ from cxrbench.model import (
     checked_images,
     checked_maps,
 )
+from cxrbench.plan import TrackData, generation_plan, load_track_data, localization_queries, score_outputs
 from cxrbench.pretrained import check_base
-from cxrbench.protocol import Track, derive_seed
-from cxrbench.rederive import write_features_file
+from cxrbench.protocol import Track
 from cxrbench.registry import ModelEntry, Registry, get_registry
-from cxrbench.report import maps_path_for, save_report_maps
 from cxrbench.results import (
     METRIC_VERSIONS,
     SCHEMA_VERSION,
@@ -58,10 +71,14 @@ from cxrbench.results import (
     result_stem,
     validation_errors,
 )
-from cxrbench.scoring import Scores, feature_extractors_to_run, score_fidelity, score_localization
+from cxrbench.scoring import feature_extractors_to_run
 
 GENERATION_CHUNK = 32
 LOCALIZATION_CHUNK = 16
+
+R = TypeVar("R")
+Generated = tuple[np.ndarray, np.ndarray, list[tuple[str, ...]]]
+Maps = list[dict[str, np.ndarray]]
 
 
 @dataclass
@@ -77,103 +94,6 @@ class RunOutcome:
     reused: list[str] = field(default_factory=list)
 
 
-@dataclass
-class TrackData:
-    name: str
-    params: dict[str, Any]
-    fingerprint: str
-    train: list[Sample]
-    test: list[Sample]
-    #: What the dataset left out, and why (``cxrbench.data.left_out``); recorded in every result.
-    left_out: dict[str, int] = field(default_factory=dict)
-
-
-_DATA_CACHE: dict[str, TrackData] = {}
-
-
-def load_track_data(track: Track, registry: Registry) -> TrackData:
-    """The track's train and test samples (built once per process); prints what the dataset left out."""
-    from cxrbench.data import describe_left_out, left_out
-
-    key = json.dumps([track.dataset.name, track.dataset.params], sort_keys=True)
-    if key not in _DATA_CACHE:
-        dataset = registry.dataset(track.dataset.name).factory(**track.dataset.params)
-        train, test = dataset.split("train"), dataset.split("test")
-        fingerprint = dataset.fingerprint()  # builds every split: the left-out counts are complete after it
-        data = TrackData(track.dataset.name, dict(track.dataset.params), fingerprint, train, test,
-                         left_out(dataset))
-        if data.left_out and processes().is_main:
-            print(describe_left_out(track.dataset.name, data.left_out), file=sys.stderr)
-        _DATA_CACHE[key] = data
-    return _DATA_CACHE[key]
-
-
-def generation_plan(track: Track, test: Sequence[Sample], seed: int) -> tuple[list[str], list[int], np.ndarray, list[tuple[str, ...]]]:
-    """Prompts (the first N test reports), per-image seeds, the prompt index of every image, prompted labels."""
-    chosen = list(test[: track.prompts_for_generation])
-    prompts, seeds, index = [], [], []
-    for p, sample in enumerate(chosen):
-        for k in range(track.samples_per_prompt):
-            prompts.append(sample.report)
-            seeds.append(derive_seed(seed, "generate", sample.id, k))
-            index.append(p)
-    return prompts, seeds, np.asarray(index, dtype=np.int64), [s.labels for s in chosen]
-
-
-def localization_queries(test: Sequence[Sample]) -> list[LocalizationQuery]:
-    """One query per (test sample, finding with boxes)."""
-    queries = []
-    for sample in test:
-        for finding in sample.findings:
-            if finding.label == NO_FINDING or not finding.boxes:
-                continue
-            queries.append(LocalizationQuery(sample.id, sample.report, finding.phrase, finding.label,
-                                             QUERY_WORDS[finding.label]))
-    return queries
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
-
-
-def load_saved_maps(path: Path, count: int) -> list[dict[str, np.ndarray]]:
-    """The maps a run saved in its work folder (``maps.npz``): for each of ``count`` queries, group -> map."""
-    stored = np.load(path)
-    groups = sorted({k.split("/", 1)[0] for k in stored.files})
-    return [{g: stored[f"{g}/{i}"] for g in groups if f"{g}/{i}" in stored.files} for i in range(count)]
-
-
-def score_outputs(track: Track, data: TrackData, maps: list[dict[str, np.ndarray]] | None,
-                  generated: tuple[np.ndarray, np.ndarray, list[tuple[str, ...]]] | None, seed: int,
-                  registry: Registry, feature_extractors: Sequence[str] | None = None) -> Scores:
-    """Every metric of a run from its outputs: the maps of ``localization_queries(data.test)`` and the
-    generated images with their prompt index and prompted labels (either None when the model lacks it)."""
-    scores = Scores()
-    if maps is not None:
-        queries = localization_queries(data.test)
-        score_localization(scores, queries, maps, {s.id: s for s in data.test}, seed, registry)
-    if generated is not None:
-        images, index, labels = generated
-        real = np.stack([s.image for s in data.test])
-        names = feature_extractors_to_run(registry.feature_extractors, track.feature_extractors, feature_extractors)
-        extractors = {name: registry.feature_extractors[name].factory for name in names}
-        score_fidelity(scores, real, images, index, labels, extractors, seed, registry)
-    return scores
-
-
-def write_scores(result_path: Path, record: dict[str, Any], scores: Scores) -> None:
-    """Put ``scores`` into ``record`` and write the files beside the result: per-sample lines and features."""
-    record["metrics"], record["per_class"], record["evaluators"] = scores.metrics, scores.per_class, scores.evaluators
-    samples_path = result_path.with_name(result_path.name.removesuffix(".json") + ".samples.jsonl")
-    atomic_write_text(samples_path, "".join(json.dumps(json_safe(line), sort_keys=True) + "\n"
-                                            for line in scores.per_sample))
-    record["per_sample_file"] = samples_path.name
-    if scores.features:  # what fidelity was computed from, so that `cxrbench validate` can re-derive it
-        record.update(write_features_file(result_path, scores.features))
-
-
 class _Progress:
     """tqdm bars when asked for, silence otherwise."""
 
@@ -181,89 +101,125 @@ class _Progress:
         self.enabled = enabled
 
     def bar(self, total: int, desc: str):
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # lazy: tqdm.auto probes for notebooks, which `import cxrbench.cli` should not
 
         return tqdm(total=total, desc=desc, disable=not self.enabled, leave=False, dynamic_ncols=True)
 
 
 class RunStages:
-    """The stages of one (model, track, seed) run and their artifacts in ``workdir``."""
+    """The stages of one (model, track, seed) run and their artifacts in ``workdir`` (``cxrbench.artifacts``).
+
+    ``fit`` runs only when a stage that needs the fitted model computes: a run whose generated images
+    and maps are both reused never builds its fit.
+    """
 
     def __init__(self, entry: ModelEntry, options: dict[str, Any], track: Track, seed: int, data: TrackData,
                  workdir: Path, progress: _Progress, device: str, checkpoint_every: int | None = None) -> None:
         self.entry, self.options, self.track, self.seed, self.data = entry, options, track, seed, data
         self.workdir, self.progress, self.device = workdir, progress, device
         self.checkpoint_every = checkpoint_every
-        self.procs = processes()
         self.timings: dict[str, float] = {}
         self.reused: list[str] = []
         self._model: Model | None = None
         self._fitted = False
         self.stage = "init"
-        stamp = workdir / "stages.json"
-        self._stamp_path = stamp
-        self._stamp = json.loads(stamp.read_text()) if stamp.exists() else {}
-        if self._stamp.get("track_hash") != track.hash or self._stamp.get("options") != json_safe(options):
-            self._stamp = {"track_hash": track.hash, "options": json_safe(options), "done": {}}
+        self.record = StageRecord(workdir, track.hash, options)
 
     @property
     def caps(self) -> frozenset[str]:
         return self.entry.cls.capabilities
 
-    def _done(self, stage: str, seconds: float) -> None:
-        if not self.procs.is_main:
-            return
-        self._stamp["done"][stage] = seconds
-        atomic_write_json(self._stamp_path, self._stamp)
+    def _cached(self, name: str, reusable: Callable[[], bool], load: Callable[[], R | None],
+                compute: Callable[[], R | None], save: Callable[[R], bool],
+                on_saved: Callable[[], Any] | None = None, needs_fit: bool = True) -> R | None:
+        """Stage ``name``: when ``stages.json`` says it finished and ``reusable()``, its time and ``load()``;
+        else (after fitting, when ``needs_fit``) ``compute()``, timed, which the main process then saves with
+        ``save`` and, when that says it kept it (True), stamps as done before calling ``on_saved``.
+
+        ``compute`` returns None on a process whose share went to the main process; so does this.
+        """
+        seconds = self.record.seconds(name)
+        if seconds is not None and reusable():
+            self.timings[f"{name}_s"] = seconds
+            self.reused.append(name)
+            return load()
+        if needs_fit:
+            self.fit()
+        self.stage = name
+        t0 = time.perf_counter()
+        value = compute()
+        if value is None:
+            return None
+        self.timings[f"{name}_s"] = time.perf_counter() - t0
+
+        def keep() -> None:
+            if save(value):
+                self.record.stamp(name, self.timings[f"{name}_s"])
+                if on_saved is not None:
+                    on_saved()
+
+        on_main(keep)
+        return value
 
     def model(self) -> Model:
+        """The model, built from the run's options (not fitted: see :meth:`fit`)."""
         if self._model is None:
             self.stage = "init"
             self._model = self.entry.cls(self.options)
-        if not self._fitted:
-            self.stage = "fit"
-            fit_dir = self.workdir / "fit"
-            if "fit" in self._stamp["done"] and self._model.load(fit_dir):
-                self.timings["fit_s"] = self._stamp["done"]["fit"]
-                self.reused.append("fit")
-            else:
-                t0 = time.perf_counter()
-                bar = self.progress.bar(self.track.budget.steps, f"{self.entry.model_id} fit")
-
-                def on_step(step: int, logs: dict[str, float]) -> None:
-                    bar.update(step - bar.n)  # a fit resumed from a checkpoint starts past 0
-                    if logs:
-                        bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
-
-                context = FitContext(seed=self.seed, workdir=self.workdir / "fit-scratch",
-                                     image_size=self.track.image_size, progress=on_step, device=self.device,
-                                     checkpoint_every=self.checkpoint_every, base=self.track.base)
-                context.workdir.mkdir(parents=True, exist_ok=True)
-                self._model.fit(self.data.train, self.track.budget, context)
-                bar.close()
-                self.timings["fit_s"] = time.perf_counter() - t0
-                if self.procs.is_main and self._model.save(fit_dir):
-                    self._done("fit", self.timings["fit_s"])
-                    shutil.rmtree(context.checkpoint_dir, ignore_errors=True)  # the saved fit supersedes them
-            self._fitted = True
         return self._model
 
-    def generate(self) -> tuple[np.ndarray, np.ndarray, list[tuple[str, ...]]] | None:
+    def fit(self) -> Model:
+        """The fitted model: the saved fit of the work folder when the fit stage finished, else fitted now."""
+        model = self.model()
+        if not self._fitted:
+            fit_dir = self.workdir / FIT_FOLDER
+            self.stage = "fit"
+            self._cached("fit", lambda: model.load(fit_dir), lambda: model, lambda: self._fit_now(model),
+                         lambda fitted: bool(fitted.save(fit_dir)), on_saved=self._remove_checkpoints,
+                         needs_fit=False)
+            self._fitted = True
+        return model
+
+    def _fit_context(self) -> FitContext:
+        return FitContext(seed=self.seed, workdir=self.workdir / "fit-scratch", image_size=self.track.image_size,
+                          device=self.device, checkpoint_every=self.checkpoint_every, base=self.track.base)
+
+    def _fit_now(self, model: Model) -> Model:
+        bar = self.progress.bar(self.track.budget.steps, f"{self.entry.model_id} fit")
+
+        def on_step(step: int, logs: dict[str, float]) -> None:
+            bar.update(step - bar.n)  # a fit resumed from a checkpoint starts past 0
+            if logs:
+                bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+
+        context = self._fit_context()
+        context.progress = on_step
+        context.workdir.mkdir(parents=True, exist_ok=True)
+        model.fit(self.data.train, self.track.budget, context)
+        bar.close()
+        return model
+
+    def _remove_checkpoints(self) -> None:
+        """The saved fit supersedes the training checkpoints."""
+        shutil.rmtree(self._fit_context().checkpoint_dir, ignore_errors=True)
+
+    def config(self) -> dict[str, Any]:
+        """The model's resolved configuration (of the model the run built, or built from its options)."""
+        return (self._model if self._model is not None else self.entry.cls(self.options)).config()
+
+    def generate(self) -> Generated | None:
         if GENERATE not in self.caps:
             return None
         prompts, seeds, index, labels = generation_plan(self.track, self.data.test, self.seed)
-        path = self.workdir / "generated.npz"
-        if "generate" in self._stamp["done"] and path.exists():
-            self.timings["generate_s"] = self._stamp["done"]["generate"]
-            self.reused.append("generate")
-            if not self.procs.is_main:
-                return None
-            return np.load(path)["images"], index, labels
-        model = self.model()
-        self.stage = "generate"
-        t0 = time.perf_counter()
+        path = self.workdir / GENERATED_FILE
+        return self._cached("generate", path.exists, lambda: on_main(lambda: (load_generated(path), index, labels)),
+                            lambda: self._generate_now(prompts, seeds, index, labels),
+                            lambda generated: save_generated(path, generated[0]))
+
+    def _generate_now(self, prompts: list[str], seeds: list[int], index: np.ndarray,
+                      labels: list[tuple[str, ...]]) -> Generated | None:
+        model, size = self.fit(), self.track.image_size
         bar = self.progress.bar(len(prompts), f"{self.entry.model_id} generate")
-        size = self.track.image_size
 
         def work(positions: list[int]) -> np.ndarray:
             output = model.generate([prompts[j] for j in positions], [seeds[j] for j in positions], size,
@@ -285,28 +241,21 @@ class RunStages:
         if generated is None:  # not the main process: its images went to the main one
             return None
         images = np.stack(generated) if generated else np.zeros((0, size, size), np.float32)
-        self.timings["generate_s"] = time.perf_counter() - t0
-        _save_npz(path, images=images)
-        self._done("generate", self.timings["generate_s"])
         return images, index, labels
 
-    def localize(self, queries: list[LocalizationQuery]) -> list[dict[str, np.ndarray]] | None:
+    def localize(self, queries: list[LocalizationQuery]) -> Maps | None:
         if LOCALIZE not in self.caps or not queries:
             return None
-        path = self.workdir / "maps.npz"
-        if "localize" in self._stamp["done"] and path.exists():
-            self.timings["localize_s"] = self._stamp["done"]["localize"]
-            self.reused.append("localize")
-            if not self.procs.is_main:
-                return None
-            return load_saved_maps(path, len(queries))
-        model = self.model()
-        self.stage = "localize"
+        path = self.workdir / MAPS_FILE
+        return self._cached("localize", path.exists, lambda: on_main(lambda: load_saved_maps(path, len(queries))),
+                            lambda: self._localize_now(queries), lambda maps: save_work_maps(path, maps))
+
+    def _localize_now(self, queries: list[LocalizationQuery]) -> Maps | None:
+        model = self.fit()
         by_id = {s.id: s for s in self.data.test}
-        t0 = time.perf_counter()
         bar = self.progress.bar(len(queries), f"{self.entry.model_id} localize")
 
-        def work(positions: list[int]) -> list[dict[str, np.ndarray]]:
+        def work(positions: list[int]) -> Maps:
             chunk = [queries[i] for i in positions]
             images = np.stack([by_id[q.sample_id].image for q in chunk])
             out = model.localize(images, chunk, self.track.extraction)
@@ -320,12 +269,7 @@ class RunStages:
             units.setdefault(q.sample_id, []).append(i)
         maps = map_sharded(list(units.values()), work, LOCALIZATION_CHUNK, bar.update)
         bar.close()
-        if maps is None:  # not the main process: its maps went to the main one
-            return None
-        self.timings["localize_s"] = time.perf_counter() - t0
-        _save_npz(path, **{f"{g}/{i}": m for i, d in enumerate(maps) for g, m in d.items()})
-        self._done("localize", self.timings["localize_s"])
-        return maps
+        return maps  # None when not the main process: its maps went to the main one
 
     def _checked_maps(self, query: LocalizationQuery, group_maps: Any,
                       shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -343,8 +287,6 @@ class RunStages:
 
 
 def _contract(message: str) -> Exception:
-    from cxrbench.errors import PluginError
-
     return PluginError(f"model contract violated: {message}")
 
 
@@ -389,6 +331,97 @@ def finished_result(path: Path, track: Track) -> dict[str, Any] | None:
     return data
 
 
+def _reused_outcome(entry: ModelEntry, track: Track, seed: int, result_path: Path,
+                    options: dict[str, Any]) -> RunOutcome | None:
+    """The outcome of the finished result at ``result_path`` when this run's options made it, else None."""
+    done = finished_result(result_path, track)
+    if done is None or done["plugin"].get("config_requested", {}) != json_safe(options):
+        return None
+    return RunOutcome(entry.model_id, track.name, seed, "ok", result_path, done["metrics"], done["timings"],
+                      reused=["result"])
+
+
+@dataclass
+class _StagesReached:
+    """How far the stages of a run got (on one process): their outputs, or the error that stopped them."""
+
+    stage: str = "data"
+    data: TrackData | None = None
+    data_s: float = 0.0
+    stages: RunStages | None = None
+    generated: Generated | None = None
+    queries: list[LocalizationQuery] = field(default_factory=list)
+    maps: Maps | None = None
+    error: Exception | None = None
+    traceback: str = ""
+
+
+def _run_stages(entry: ModelEntry, track: Track, seed: int, work: Path, registry: Registry, options: dict[str, Any],
+                record: dict[str, Any], show_progress: bool, device: str,
+                checkpoint_every: int | None) -> _StagesReached:
+    """Data (described in ``record``), generate and localize, on every process (their shares gathered on the
+    main one); never raises."""
+    reached = _StagesReached()
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        reached.data = data = load_track_data(track, registry)
+        record["dataset"].update(fingerprint=data.fingerprint, n_train=len(data.train), n_test=len(data.test),
+                                 left_out=dict(data.left_out))
+        reached.data_s = time.perf_counter() - t0
+        progress = _Progress(bool(on_main(lambda: show_progress)))  # bars on the main process only
+        reached.stages = stages = RunStages(entry, options, track, seed, data, work, progress, device,
+                                            checkpoint_every)
+        reached.stage = "generate"
+        reached.generated = stages.generate()
+        reached.stage = "localize"
+        reached.queries = localization_queries(data.test)
+        reached.maps = stages.localize(reached.queries)
+    except Exception as exc:
+        reached.error, reached.traceback = exc, traceback.format_exc()
+        if reached.stages is not None and reached.stage in ("generate", "localize"):
+            reached.stage = reached.stages.stage
+    return reached
+
+
+def _score_and_write(reached: _StagesReached, record: dict[str, Any], result_path: Path, track: Track, seed: int,
+                     registry: Registry, feature_extractors: Sequence[str] | None) -> None:
+    """Score the run's outputs into ``record`` and write the files beside the result (``reached.stage`` says
+    which of the two an exception stopped)."""
+    assert reached.data is not None and reached.stages is not None
+    t0 = time.perf_counter()
+    scores = score_outputs(track, reached.data, reached.maps, reached.generated, seed, registry, feature_extractors)
+    record["timings"] = {"data_s": reached.data_s, **reached.stages.timings, "metrics_s": time.perf_counter() - t0}
+    record["plugin"]["config"] = reached.stages.config()
+    reached.stage = "write"  # the files beside the result: a failure here is a write failure, as for the record
+    if reached.maps is not None:  # the maps a report shows (cxrbench report), kept beside the result
+        save_report_maps(maps_path_for(result_path), reached.queries, reached.maps)
+    write_scores(result_path, record, scores)
+
+
+def _record_run(reached: _StagesReached, entry: ModelEntry, track: Track, seed: int, result_path: Path, work: Path,
+                record: dict[str, Any], started: float, score: Callable[[], Any]) -> RunOutcome:
+    """On the main process: score (unless a stage failed), write the result or the failure, and say how it went."""
+    if reached.error is None:
+        reached.stage = "metrics"
+        try:
+            score()
+        except Exception as exc:
+            reached.error, reached.traceback = exc, traceback.format_exc()
+    if reached.error is not None:
+        record["status"] = "failed"
+        record["error"] = {"stage": reached.stage, "type": type(reached.error).__name__, "message": str(reached.error)}
+        record["timings"] = dict(reached.stages.timings) if reached.stages is not None else {}
+        _write_error_log(work, reached.traceback)
+    record["timings"]["total_s"] = time.perf_counter() - started
+    result_path = _write_record(result_path, record, work)
+    outcome = RunOutcome(entry.model_id, track.name, seed, record["status"], result_path, record["metrics"],
+                         record["timings"], reused=reached.stages.reused if reached.stages else [])
+    if record["error"]:
+        outcome.error = f"{record['error']['stage']}: {record['error']['type']}: {record['error']['message']}"
+    return outcome
+
+
 def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: Path, registry: Registry,
             options: dict[str, Any] | None = None, show_progress: bool = True, device: str = "cpu",
             feature_extractors: Sequence[str] | None = None, checkpoint_every: int | None = None) -> RunOutcome:
@@ -398,70 +431,24 @@ def run_one(entry: ModelEntry, track: Track, seed: int, out_dir: Path, workdir: 
     ``checkpoint_every``: training checkpoints every that many steps (``FitContext.checkpoint_every``).
     Every process of a multi-process run calls it and gets the main process's outcome.
     """
-    procs = processes()
     options = dict(options or {})
     stem = result_stem(entry.model_id, track.name, seed)
     result_path = out_dir / f"{stem}.json"
-    done = finished_result(result_path, track) if procs.is_main else None
-    reused = None
-    if done is not None and done["plugin"].get("config_requested", {}) == json_safe(options):
-        reused = RunOutcome(entry.model_id, track.name, seed, "ok", result_path, done["metrics"], done["timings"],
-                            reused=["result"])
-    reused = broadcast_from_main(reused)
+    reused = main_decides(lambda: _reused_outcome(entry, track, seed, result_path, options))
     if reused is not None:
         return reused
     record = _skeleton(entry, options, track, seed, device)
     record["plugin"]["config_requested"] = json_safe(options)
     work = workdir / stem
     started = time.perf_counter()
-    stages: RunStages | None = None
-    stage = "data"
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        data = load_track_data(track, registry)
-        record["dataset"].update(fingerprint=data.fingerprint, n_train=len(data.train), n_test=len(data.test),
-                                 left_out=dict(data.left_out))
-        data_s = time.perf_counter() - t0
-        stages = RunStages(entry, options, track, seed, data, work, _Progress(show_progress and procs.is_main),
-                           device, checkpoint_every)
-        stage = "generate"
-        generated = stages.generate()
-        stage = "localize"
-        queries = localization_queries(data.test)
-        maps = stages.localize(queries)
-        if not procs.is_main:  # its shares went to the main process, which scores and writes
-            return broadcast_from_main(None)
-        stage = "metrics"
-        t0 = time.perf_counter()
-        scores = score_outputs(track, data, maps, generated, seed, registry, feature_extractors)
-        record["timings"] = {"data_s": data_s, **stages.timings, "metrics_s": time.perf_counter() - t0}
-        if stages._model is not None:
-            record["plugin"]["config"] = stages._model.config()
-        else:
-            record["plugin"]["config"] = entry.cls(options).config()
-        stage = "write"  # the files beside the result: a failure here is a write failure, as for the record
-        if maps is not None:  # the maps a report shows (cxrbench report), kept beside the result
-            save_report_maps(maps_path_for(result_path), queries, maps)
-        write_scores(result_path, record, scores)
-    except Exception as exc:
-        if not procs.is_main:  # the main process records the failure (another process's as a RemoteError)
-            return broadcast_from_main(None)
-        if stages is not None and stage in ("generate", "localize"):
-            stage = stages.stage
-        record["status"] = "failed"
-        record["error"] = {"stage": stage, "type": type(exc).__name__, "message": str(exc)}
-        record["timings"] = dict(stages.timings) if stages is not None else {}
-        _write_error_log(work, traceback.format_exc())
-    record["timings"]["total_s"] = time.perf_counter() - started
-    result_path = _write_record(result_path, record, work)
-    outcome = RunOutcome(entry.model_id, track.name, seed, record["status"], result_path, record["metrics"],
-                         record["timings"], reused=stages.reused if stages else [])
-    if record["error"]:
-        outcome.error = f"{record['error']['stage']}: {record['error']['type']}: {record['error']['message']}"
-    return broadcast_from_main(outcome)
+    reached = _run_stages(entry, track, seed, work, registry, options, record, show_progress, device,
+                          checkpoint_every)
 
+    def score() -> None:
+        _score_and_write(reached, record, result_path, track, seed, registry, feature_extractors)
 
+    # the main process scores, writes and records the failure of any process (another's as a RemoteError)
+    return main_decides(lambda: _record_run(reached, entry, track, seed, result_path, work, record, started, score))
 def _write_error_log(work: Path, text: str) -> None:
     """Keep a run's traceback in its work folder, if that folder can still be written."""
     try:
@@ -568,20 +555,21 @@ def preflight(track: Track, registry: Registry, model_ids: Sequence[str], seeds:
     """What can be checked before anything trains: both folders can be written, the track's data loads
     and every image file of its splits opens, and no result made under another track version or other
     options would be overwritten (unless ``overwrite``). Removes temporary files of interrupted writes."""
-    from cxrbench.data.adapters._images import check_image_files
-
     check_writable(out_dir, "the results folder (--out)")
     check_writable(workdir, "the work folder (--workdir)")
     data = load_track_data(track, registry)
     check_image_files([*data.train, *data.test])
     if not overwrite:
         check_overwrites(out_dir, track, model_ids, seeds, options)
-    if processes().is_main:
-        stems = [result_stem(m, track.name, seed) for seed in seeds for m in model_ids]
-        removed = remove_stale_temp_files(out_dir, workdir, stems)
-        if removed:
-            print(f"removed {len(removed)} temporary file(s) that an interrupted write left: "
-                  + ", ".join(str(p) for p in removed), file=sys.stderr)
+    stems = [result_stem(m, track.name, seed) for seed in seeds for m in model_ids]
+    on_main(lambda: _remove_stale_temp_files_saying_so(out_dir, workdir, stems))
+
+
+def _remove_stale_temp_files_saying_so(out_dir: Path, workdir: Path, stems: Sequence[str]) -> None:
+    removed = remove_stale_temp_files(out_dir, workdir, stems)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) that an interrupted write left: "
+              + ", ".join(str(p) for p in removed), file=sys.stderr)
 
 
 def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], out_dir: Path,
@@ -642,7 +630,7 @@ def run_benchmark(model_ids: Sequence[str], track: Track, seeds: Sequence[int], 
 
 
 def _worker_init(threads: int) -> None:
-    import torch
+    import torch  # lazy: torch takes seconds to import; only --jobs workers need it here
 
     torch.set_num_threads(threads)
 
@@ -664,10 +652,7 @@ def _run_in_workers(tasks: list[tuple[str, int]], jobs: int, track: Track, out_d
     deterministic run as in one process, up to float rounding from the thread count. Outcomes come back in
     task order; the progress bar counts finished runs.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    import torch
+    import torch  # lazy: see _worker_init
 
     threads = max(1, torch.get_num_threads() // jobs)
     context = multiprocessing.get_context("spawn")
@@ -721,8 +706,7 @@ def unavailable_metrics_lines(outcomes: Sequence[RunOutcome]) -> list[str]:
 
 def summary_table(outcomes: Sequence[RunOutcome]) -> str:
     """The table printed at the end of a run."""
-    from tabulate import tabulate
-
+    from tabulate import tabulate  # lazy: see cxrbench.cli.cmd_list
     rows = []
     for o in outcomes:
         row = [o.model, o.track, o.seed, o.status]

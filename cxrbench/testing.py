@@ -188,7 +188,7 @@ def check_model(model_cls: type[Model], options: dict[str, Any] | None = None, i
                                          atol=1e-4):
                         problems.append("a saved and loaded model generates different images")
         if LOCALIZE in model_cls.capabilities:
-            from cxrbench.runner import localization_queries
+            from cxrbench.plan import localization_queries
 
             queries = localization_queries(test)[:3]
             if queries:

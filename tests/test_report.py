@@ -11,17 +11,13 @@ import pytest
 from PIL import Image
 
 from cxrbench.cli import main
+from cxrbench.artifacts import REPORT_QUERIES_PER_CLASS, maps_path_for, report_query_indices
 from cxrbench.errors import ResultError
 from cxrbench.model import LocalizationQuery
+from cxrbench.plan import load_track_data, localization_queries
 from cxrbench.protocol import get_track
-from cxrbench.report import (
-    REPORT_QUERIES_PER_CLASS,
-    load_report_maps,
-    maps_path_for,
-    report_query_indices,
-    write_report,
-)
-from cxrbench.runner import load_track_data, localization_queries, run_benchmark
+from cxrbench.report import load_report_maps, write_report
+from cxrbench.runner import run_benchmark
 from cxrbench.testing import DummyModel, registry_with
 
 SMOKE = get_track("smoke")

@@ -144,12 +144,12 @@ def test_a_result_that_cannot_be_written_is_a_failed_run_and_the_others_go_on(tm
 
 
 def test_a_per_sample_file_that_cannot_be_written_fails_the_run_at_the_write_stage(tmp_path, registry, monkeypatch):
-    import cxrbench.runner as runner
+    import cxrbench.artifacts as artifacts
 
     def refuse(path, text):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(runner, "atomic_write_text", refuse)
+    monkeypatch.setattr(artifacts, "atomic_write_text", refuse)
     [outcome] = run_benchmark(["dummy"], SMOKE, [0], tmp_path / "r", tmp_path / "w", registry=registry,
                               show_progress=False)
     record = load_result(outcome.result_path)

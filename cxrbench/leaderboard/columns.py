@@ -6,13 +6,18 @@ and the plot agree digit for digit and the output is byte-for-byte the same for 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from cxrbench.results import HEADLINE_FIDELITY, HEADLINE_LOCALIZATION
 
-if TYPE_CHECKING:
-    from cxrbench.leaderboard.board import Entry
+
+class HasMetrics(Protocol):
+    """What the column helpers read of a leaderboard row (``cxrbench.leaderboard.board.Entry``)."""
+
+    @property
+    def metrics(self) -> Mapping[str, Any]: ...
 
 #: Shown wherever a value is missing: the model lacks the capability, the value is null, or it is unranked.
 MISSING = "-"
@@ -202,7 +207,7 @@ def gmm_seed_metrics() -> list[str]:
     return [f"loc_{GMM_SEED_GROUP}_{column.name}" for pair in GMM_SEED_COMPARISON for column in pair]
 
 
-def token_diagnostic_rows(entry: "Entry") -> list[tuple[str, str]]:
+def token_diagnostic_rows(entry: HasMetrics) -> list[tuple[str, str]]:
     """(group, label) of each token group ``entry`` reports a diagnostic metric for, in table order."""
     return [
         (group, label)

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import linalg
 
 from cxrbench.data.schema import ALL_LABELS, FINDING_CLASSES, NO_FINDING
+from cxrbench.metrics.features import paired_features as _paired_features
 from cxrbench.metrics.localization import binary_auroc
 from cxrbench.metrics.stats import bootstrap_ci
 
@@ -73,28 +74,6 @@ def frechet_distance(
             )
         covmean = covmean.real
     return float(difference.dot(difference) + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
-
-
-def _as_features(features: Any, name: str) -> np.ndarray:
-    array = np.asarray(features, dtype=np.float64)
-    if array.ndim != 2:
-        raise ValueError(f"`{name}` must be a 2-D (samples, features) array, but got shape {array.shape}")
-    if array.shape[0] < 2:
-        raise ValueError(f"`{name}` must hold at least 2 samples, but got {array.shape[0]}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"`{name}` must be finite, but it holds nan/inf")
-    return array
-
-
-def _paired_features(real: Any, generated: Any) -> tuple[np.ndarray, np.ndarray]:
-    real_array = _as_features(real, "real")
-    generated_array = _as_features(generated, "generated")
-    if real_array.shape[1] != generated_array.shape[1]:
-        raise ValueError(
-            "`real` and `generated` must have the same feature dimension, but got "
-            f"{real_array.shape[1]} and {generated_array.shape[1]}"
-        )
-    return real_array, generated_array
 
 
 def fid_from_features(real: np.ndarray, generated: np.ndarray) -> dict[str, Any]:

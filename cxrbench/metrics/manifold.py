@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from cxrbench.metrics.fidelity import _paired_features
+from cxrbench.metrics.features import paired_features
 
 __all__ = ["DEFAULT_K", "knn_radii", "precision_recall_from_features", "within_manifold"]
 
@@ -118,7 +118,7 @@ def precision_recall_from_features(
         >>> 0.0 <= report["precision"] <= 1.0
         True
     """
-    real_array, generated_array = _paired_features(real, generated)
+    real_array, generated_array = paired_features(real, generated)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"`k` must be a positive integer, but got {k!r}")
     if k >= real_array.shape[0]:
