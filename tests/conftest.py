@@ -13,7 +13,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture
 def fake_distribution(tmp_path, monkeypatch):
-    """Make an installed distribution with a ``cxrbench`` entry point, the way pip would, on sys.path."""
+    """Make an installed distribution with a ``cxrbench`` entry point, the way pip would, on sys.path.
+
+    The process-wide registry (``cxrbench.registry.get_registry``) is reset for the test and restored after
+    it, so that a registry built while the fake distribution is installed does not outlive the test.
+    """
+    monkeypatch.setattr("cxrbench.registry._REGISTRY", None)
     created = []
 
     def make(dist: str, entry_name: str, module_name: str, source: str, version: str = "1.2.3") -> Path:
