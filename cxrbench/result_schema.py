@@ -58,7 +58,7 @@ class PluginRecord(ClosedRecord):
 
 
 class DatasetRecord(ClosedRecord):
-    name: str = Field(description="Dataset name.")
+    name: str | None = Field(None, description="Dataset name.")
     params: dict[str, Any] = Field(default_factory=dict, description="The track's dataset parameters.")
     fingerprint: str | None = Field(None, description="Hash of the data the run used.")
     n_train: int | None = Field(None, description="Training samples.")
