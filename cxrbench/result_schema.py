@@ -63,6 +63,8 @@ class DatasetRecord(ClosedRecord):
     fingerprint: str | None = Field(None, description="Hash of the data the run used.")
     n_train: int | None = Field(None, description="Training samples.")
     n_test: int | None = Field(None, description="Test samples.")
+    left_out: dict[str, int] = Field(
+        default_factory=dict, description="What the dataset left out, and why: {reason: count}.")
 
 
 class EvaluatorRecord(OpenRecord):
