@@ -31,13 +31,18 @@ def test_schema_command_prints_and_writes_the_schema(tmp_path, capsys):
     assert out.read_text(encoding="utf-8") == result_schema_text()
 
 
-def test_every_committed_result_fits_the_model_and_the_json_schema():
-    jsonschema = pytest.importorskip("jsonschema")
-    validator = jsonschema.Draft202012Validator(json.loads((ROOT / SCHEMA_FILE).read_text(encoding="utf-8")))
+def test_every_committed_result_fits_the_model():
     assert len(COMMITTED_RESULTS) >= 39
     for path in COMMITTED_RESULTS:
+        ResultRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.slow
+def test_every_committed_result_fits_the_committed_json_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json.loads((ROOT / SCHEMA_FILE).read_text(encoding="utf-8")))
+    for path in COMMITTED_RESULTS:
         data = json.loads(path.read_text(encoding="utf-8"))
-        ResultRecord.model_validate(data)
         assert [e.message for e in validator.iter_errors(data)] == [], path.name
 
 
