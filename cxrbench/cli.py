@@ -1,4 +1,4 @@
-"""Command line: list / run / rescore / leaderboard / compare / validate / report / data / bench."""
+"""Command line: list / run / rescore / leaderboard / compare / validate / schema / report / data / bench."""
 
 from __future__ import annotations
 
@@ -161,6 +161,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from cxrbench.result_schema import result_schema_text
+    from cxrbench.results import atomic_write_text
+
+    if args.out is None:
+        sys.stdout.write(result_schema_text())
+        return 0
+    atomic_write_text(Path(args.out), result_schema_text())
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_rescore(args: argparse.Namespace) -> int:
     from cxrbench.rescore import rescore_result  # lazy: the scoring stack (see cmd_run)
 
@@ -313,6 +325,10 @@ def _add_validate_parser(sub: Any) -> None:
                        "re-derive their figures from the per-sample and features files beside them")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of a result file (committed as docs/result-schema.json)")
+    p.add_argument("--out", default=None, metavar="PATH", help="write it to PATH instead")
+    p.set_defaults(func=cmd_schema)
 
 
 def _add_leaderboard_parser(sub: Any) -> None:

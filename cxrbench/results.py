@@ -1,6 +1,7 @@
 """Result records: schema, provenance, atomic writing, loading and validation.
 
-One result JSON per (model, track, seed). Shape (schema version 1)::
+One result JSON per (model, track, seed). The record is typed by :class:`ResultRecord` (pydantic), whose
+JSON Schema is committed as ``docs/result-schema.json`` (``cxrbench schema``). Shape (schema version 1)::
 
     {
       "schema_version": 1,
@@ -18,7 +19,8 @@ One result JSON per (model, track, seed). Shape (schema version 1)::
       "environment": {"python", "platform", "torch", "diffusers", "transformers", "cxrbench", "device", "world_size"},
       "timings": {"data_s", "fit_s", "generate_s", "localize_s", "metrics_s", "total_s"},
       "metrics": {NAME: {"value": float|null, "ci_low": float|null, "ci_high": float|null, "n": int,
-                         "higher_is_better": bool, "note": str (optional)}},
+                         "higher_is_better": bool, "note": str, "std": float, "source": str,
+                         "description": str (the last four optional)}},
       "per_class": {NAME: {CLASS: {"value", "ci_low", "ci_high", "n"}}},
       "per_sample_file": "<file name beside this one>.samples.jsonl" | null,
       "features_file": "<file name beside this one>.features.npz" (optional; a run that generates),
@@ -48,32 +50,17 @@ from pathlib import Path
 from typing import Any
 
 from cxrbench.errors import CxrbenchError, ResultError
+from cxrbench.result_schema import SCHEMA_VERSION, record_problems
 
-SCHEMA_VERSION = 1
 #: The leaderboard's two axes.
 HEADLINE_FIDELITY = "fid_domain"
 HEADLINE_LOCALIZATION = "loc_word_auc_roc"
 
-REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
-    "schema_version": int,
-    "status": str,
-    "created": str,
-    "track": dict,
-    "plugin": dict,
-    "seed": int,
-    "dataset": dict,
-    "evaluators": dict,
-    "environment": dict,
-    "timings": dict,
-    "metrics": dict,
-    "per_class": dict,
-}
-STATUSES = ("ok", "failed")
 #: Version of each metric definition, by metric name prefix (``kid`` covers every ``kid_<extractor>``).
 #: A definition that changes its figures gets a new version; results of an older one fail validation.
 #: kid 2: subsets of ``min(1000, N // 2, M // 2)`` instead of ``min(1000, N, M)``.
+#: recall 2: a generated image's k-NN radius counts other prompts' images only (not its siblings).
 METRIC_VERSIONS: dict[str, int] = {"fid": 1, "kid": 2, "precision": 1, "recall": 2}
-METRIC_KEYS = ("value", "ci_low", "ci_high", "n", "higher_is_better")
 
 
 def json_safe(obj: Any) -> Any:
@@ -138,61 +125,49 @@ def load_result(path: Path) -> dict[str, Any]:
 
 
 def validation_errors(data: dict[str, Any], tracks: dict[str, Any] | None = None) -> list[str]:
-    """Every problem with a result record, as messages; empty when it is valid.
+    """Every problem with a result record, as messages naming the field; empty when it is valid.
 
-    ``tracks`` maps track names to ``cxrbench.protocol.Track``; the record's track hash must equal the
-    current definition's hash, so results of a changed protocol cannot be mixed with current ones.
+    The record must fit ``cxrbench.result_schema.ResultRecord``; a record of another ``schema_version`` is
+    reported as that alone. ``tracks`` maps track names to ``cxrbench.protocol.Track``; the record's track
+    hash must equal the current definition's hash, so results of a changed protocol cannot be mixed with
+    current ones. The plugin record must agree with the installed plugins, and the metrics with the current
+    metric definition versions (checked for the parts of the record that fit the model).
     """
+    if not isinstance(data, dict):
+        return [f"a result must be a JSON object, but got {type(data).__name__}"]
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        return [f"schema_version must be {SCHEMA_VERSION}, but got {version!r}"]
+    located = record_problems(data)
+    broken = {loc[0] for loc, _ in located if loc}
+    problems = [message for _, message in located]
+    if "track" not in broken:
+        problems += track_problems(data["track"], tracks)
+    if "plugin" not in broken:
+        problems += _registry_problems(data["plugin"])
+    if not broken & {"metrics", "metric_versions"}:
+        problems += metric_version_problems(data)
+    return problems
+
+
+def track_problems(track: dict[str, Any], tracks: dict[str, Any] | None = None) -> list[str]:
+    """How a result's ``track`` record differs from the current definition of its track (``tracks``, by
+    name; default ``cxrbench.protocol.TRACKS``)."""
     if tracks is None:
         from cxrbench.protocol import TRACKS
 
         tracks = TRACKS
-    problems: list[str] = []
-    for key, typ in REQUIRED_KEYS.items():
-        if key not in data:
-            problems.append(f"missing key {key!r}")
-        elif not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
-            problems.append(f"key {key!r} must be {getattr(typ, '__name__', typ)}, but got {type(data[key]).__name__}")
-    if problems:
-        return problems
-    if data["schema_version"] != SCHEMA_VERSION:
-        problems.append(f"schema_version must be {SCHEMA_VERSION}, but got {data['schema_version']!r}")
-    if data["status"] not in STATUSES:
-        problems.append(f"status must be one of {STATUSES}, but got {data['status']!r}")
-    if data["status"] == "failed" and not isinstance(data.get("error"), dict):
-        problems.append("a failed result must carry an 'error' object with stage, type and message")
-    track = data["track"]
-    name = track.get("name")
+    name = track["name"]
     if name not in tracks:
-        problems.append(f"track name must be one of {sorted(tracks)}, but got {name!r}")
-    else:
-        expected = tracks[name]
-        if track.get("hash") != expected.hash:
-            problems.append(
-                f"track hash {track.get('hash')!r} does not match the current definition of track {name!r} "
-                f"(version {expected.version}, hash {expected.hash!r}): the result was produced under another protocol"
-            )
-        if str(track.get("version")) != str(expected.version):
-            problems.append(f"track version must be {expected.version!r}, but got {track.get('version')!r}")
-    for key in ("model", "distribution", "version", "capabilities"):
-        if key not in data["plugin"]:
-            problems.append(f"plugin is missing {key!r}")
-    problems += _registry_problems(data["plugin"])
-    problems += metric_version_problems(data)
-    for metric, entry in data["metrics"].items():
-        if not isinstance(entry, dict):
-            problems.append(f"metric {metric!r} must be an object, but got {type(entry).__name__}")
-            continue
-        missing = [k for k in METRIC_KEYS if k not in entry]
-        if missing:
-            problems.append(f"metric {metric!r} is missing {missing}")
-            continue
-        for k in ("value", "ci_low", "ci_high"):
-            v = entry[k]
-            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
-                problems.append(f"metric {metric!r} field {k!r} must be a number or null, but got {v!r}")
-        if not isinstance(entry["higher_is_better"], bool):
-            problems.append(f"metric {metric!r} field 'higher_is_better' must be true or false")
+        return [f"track name must be one of {sorted(tracks)}, but got {name!r}"]
+    expected, problems = tracks[name], []
+    if track["hash"] != expected.hash:
+        problems.append(
+            f"track hash {track['hash']!r} does not match the current definition of track {name!r} "
+            f"(version {expected.version}, hash {expected.hash!r}): the result was produced under another protocol"
+        )
+    if track["version"] != str(expected.version):
+        problems.append(f"track version must be {expected.version!r}, but got {track['version']!r}")
     return problems
 
 

@@ -291,7 +291,10 @@ def _contract(message: str) -> Exception:
 
 
 def _skeleton(entry: ModelEntry, options: dict[str, Any], track: Track, seed: int, device: str) -> dict[str, Any]:
-    return {
+    """The record of a run that has not started; it must fit the result model (``cxrbench.result_schema``)."""
+    from cxrbench.result_schema import ResultRecord
+
+    record = {
         "schema_version": SCHEMA_VERSION,
         "metric_versions": dict(METRIC_VERSIONS),
         "status": "ok",
@@ -316,6 +319,8 @@ def _skeleton(entry: ModelEntry, options: dict[str, Any], track: Track, seed: in
         "per_class": {},
         "per_sample_file": None,
     }
+    ResultRecord.model_validate(record)
+    return record
 
 
 def finished_result(path: Path, track: Track) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cxrbench"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("cxrbench", "cxrbench.errors", "cxrbench.environment", "cxrbench.hookspecs", "cxrbench.metric",
                     "cxrbench.model", "cxrbench.data.schema", "cxrbench.protocol", "cxrbench.registry",
-                    "cxrbench.results", "cxrbench.distributed", "cxrbench.pretrained")),
+                    "cxrbench.results", "cxrbench.result_schema", "cxrbench.distributed", "cxrbench.pretrained")),
     ("metrics", ("cxrbench.metrics",)),
     ("models", ("cxrbench.attention", "cxrbench.diffusion", "cxrbench.box_prior", "cxrbench.real_images",
                 "cxrbench.nearest_report")),

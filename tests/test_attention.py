@@ -48,6 +48,7 @@ def _inputs(batch: int = 3, height: int = 8, width: int = 8):
     return sample, timesteps, text, mask
 
 
+@pytest.mark.slow
 def test_capture_output_matches_default_processor_and_rows_are_distributions(unet):
     sample, t, text, mask = _inputs()
     with torch.no_grad():
@@ -63,6 +64,7 @@ def test_capture_output_matches_default_processor_and_rows_are_distributions(une
         assert h * w == probabilities.shape[1]
 
 
+@pytest.mark.slow
 def test_only_cross_attention_layers_are_captured(unet):
     sample, t, text, mask = _inputs()
     cross = cross_attention_layers(unet)
@@ -75,6 +77,7 @@ def test_only_cross_attention_layers_are_captured(unet):
     assert set(store.maps) == {path.removesuffix(".processor") for path in cross}
 
 
+@pytest.mark.slow
 def test_processors_are_restored_after_the_context_and_after_an_error(unet):
     before = unet.attn_processors
     with capture_cross_attention(unet):
@@ -86,6 +89,7 @@ def test_processors_are_restored_after_the_context_and_after_an_error(unet):
     assert all(unet.attn_processors[k] is v for k, v in before.items())
 
 
+@pytest.mark.slow
 def test_layer_grid_follows_a_non_square_input(unet):
     sample, t, text, mask = _inputs(batch=2, height=8, width=16)
     with torch.no_grad(), capture_cross_attention(unet) as store:
@@ -102,6 +106,7 @@ def test_average_layers_resizes_each_layer_and_counts_it_once():
     torch.testing.assert_close(out, torch.full((1, 2, 4, 4), 2.0))
 
 
+@pytest.mark.slow
 def test_batched_timestep_extraction_equals_one_forward_per_timestep(unet):
     from diffusers import DDPMScheduler
 
@@ -127,6 +132,7 @@ def _word(prompt: str, spans, text: str):
     return span
 
 
+@pytest.mark.slow
 def test_a_word_split_into_word_pieces_maps_to_all_of_them(tokenizer):
     prompt = "Small left pleural effusion. No pneumothorax."
     spans = word_token_spans(tokenizer, prompt, 32)
@@ -140,6 +146,7 @@ def test_a_word_split_into_word_pieces_maps_to_all_of_them(tokenizer):
     assert spans.length == 32 and 0 not in spans.prompt_tokens and spans.end_token not in spans.prompt_tokens
 
 
+@pytest.mark.slow
 def test_query_words_match_as_case_insensitive_substrings(tokenizer):
     prompt = "Bilateral Effusions are seen. No pneumothorax."
     spans = word_token_spans(tokenizer, prompt, 32)
@@ -149,6 +156,7 @@ def test_query_words_match_as_case_insensitive_substrings(tokenizer):
     assert two == (_word(prompt, spans, "Bilateral").tokens, _word(prompt, spans, "Effusions").tokens)
 
 
+@pytest.mark.slow
 def test_no_matching_word_falls_back_to_all_prompt_tokens(tokenizer):
     prompt = "Heart size is normal."
     spans = word_token_spans(tokenizer, prompt, 16)
@@ -158,6 +166,7 @@ def test_no_matching_word_falls_back_to_all_prompt_tokens(tokenizer):
     assert list(group) == real[1:-1]  # everything between [CLS] and [SEP], punctuation included
 
 
+@pytest.mark.slow
 def test_token_group_weights_average_tokens_per_word_then_words(tokenizer):
     prompt = "Left pleural effusion. Heart normal."
     spans = word_token_spans(tokenizer, prompt, 24)

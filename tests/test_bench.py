@@ -30,6 +30,7 @@ def test_the_default_timesteps_are_the_seed_papers():
     assert ddim_extraction_timesteps(4) == (61, 41, 21, 1)
 
 
+@pytest.mark.slow
 def test_batched_and_sequential_extraction_give_the_same_maps():
     setup = build_extraction_setup(images=2, timesteps=6)
     batched = setup.extract(setup.rows_per_forward)  # all 12 rows in one forward
@@ -40,12 +41,14 @@ def test_batched_and_sequential_extraction_give_the_same_maps():
     torch.testing.assert_close(batched.sum(1), torch.ones(2, 16, 16))
 
 
+@pytest.mark.slow
 def test_many_images_in_one_forward_give_the_same_maps():
     # Above 8 images a forward, running sums add rows one by one instead of by a matrix product.
     setup = build_extraction_setup(images=10, timesteps=2)
     assert (setup.extract(None) - setup.extract(1)).abs().max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_bench_command_prints_the_figures_as_json(capsys):
     code = main(["bench", "extraction", "--json", "--images", "1", "--timesteps", "2", "--repeats", "1",
                  "--warmup", "0"])
@@ -58,6 +61,7 @@ def test_bench_command_prints_the_figures_as_json(capsys):
     assert (figures["images"], figures["timesteps"], figures["forwards_sequential"]) == (1, 2, 2)
 
 
+@pytest.mark.slow
 def test_gpu_bench_runs_a_tiny_unet_on_the_cpu(capsys):
     spec = importlib.util.spec_from_file_location("gpu_bench", REPO / "scripts" / "gpu_bench.py")
     gpu_bench = importlib.util.module_from_spec(spec)

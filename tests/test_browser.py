@@ -149,6 +149,7 @@ def check_links(page, html_path: Path) -> None:
         assert Path(unquote(url.path)).is_file(), f"{html_path}: broken link {href}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("viewport", VIEWPORTS, ids=[v[0] for v in VIEWPORTS])
 def test_pages_in_chromium(pages, viewport):
     from cxrbench.browser import chromium

@@ -101,6 +101,7 @@ def smoke_results(tmp_path_factory):
     return reg, outcomes
 
 
+@pytest.mark.slow
 def test_baselines_still_run_with_an_impostor_loaded(smoke_results):
     reg, outcomes = smoke_results
     assert [e.plugin for e in reg.errors if "'box-prior'" in e.error] == ["impostor"]
@@ -113,6 +114,7 @@ def test_baselines_still_run_with_an_impostor_loaded(smoke_results):
     assert validation_errors(prior) == [] and validation_errors(nearest) == []
 
 
+@pytest.mark.slow
 def test_validate_refuses_a_result_whose_plugin_contradicts_the_registry(smoke_results, tmp_path, capsys):
     record = load_result(smoke_results[1][0].result_path)
     impostor = {**record, "plugin": {**record["plugin"], "distribution": IMPOSTOR_DIST, "baseline": None}}

@@ -35,6 +35,7 @@ def results(tmp_path_factory):
     return tmp / "r"
 
 
+@pytest.mark.slow
 def test_paired_localization_difference_favours_the_box_prior(results):
     rows = {r["metric"]: r for r in compare_models(results, "dummy", "inverted-prior", "smoke", [0, 1])}
     auc = rows["loc_word_auc_roc"]
@@ -46,17 +47,20 @@ def test_paired_localization_difference_favours_the_box_prior(results):
     assert rows["fid_domain"]["a_minus_b"] == 0.0 and rows["fid_domain"]["verdict"] == "no clear difference"
 
 
+@pytest.mark.slow
 def test_identical_models_show_no_difference(results):
     rows = compare_models(results, "dummy", "dummy-copy", "smoke", [0, 1])
     assert rows and all(r["a_minus_b"] == 0.0 for r in rows)
     assert "no clear difference" in comparison_table(rows, "dummy", "dummy-copy")
 
 
+@pytest.mark.slow
 def test_missing_result_is_named(results):
     with pytest.raises(ResultError, match=r"nobody__smoke__seed0\.json"):
         compare_models(results, "dummy", "nobody", "smoke", [0])
 
 
+@pytest.mark.slow
 def test_compare_cli_without_running(results, capsys):
     assert main(["compare", "dummy", "inverted-prior", "--track", "smoke", "--seeds", "0", "1",
                  "--results", str(results), "--no-run"]) == 0
@@ -64,6 +68,7 @@ def test_compare_cli_without_running(results, capsys):
     assert "loc_word_auc_roc" in out and "A better" in out
 
 
+@pytest.mark.slow
 def test_localization_difference_gets_a_seed_interval_and_needs_it_for_a_verdict(results):
     rows = {r["metric"]: r for r in compare_models(results, "dummy", "inverted-prior", "smoke", [0, 1])}
     auc = rows["loc_word_auc_roc"]

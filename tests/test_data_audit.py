@@ -53,6 +53,7 @@ def test_a_finding_that_brightens_the_film_is_caught_and_one_that_does_not_is_no
     assert "Cardiomegaly" not in table  # no positive studies
 
 
+@pytest.mark.slow
 def test_synthcxr_findings_are_not_given_away_by_one_global_statistic():
     table = global_statistic_auroc(SynthCXR(n_train=480, n_test=0, image_size=64, seed=5).split("train"))
     assert len(table) == 8
@@ -108,6 +109,7 @@ def v3() -> SynthCXR:
     return SynthCXR(n_train=480, n_test=80, image_size=64, seed=5)
 
 
+@pytest.mark.slow
 def test_synthcxr_positions_vary_like_real_films(v3):
     """The class box priors predict SynthCXR's boxes about as well as ChestX-ray14's (0.864 / 0.420 over
     all; SynthCXR v2, with findings in fixed zones, gave 0.934 / 0.532)."""
@@ -120,6 +122,7 @@ def test_synthcxr_positions_vary_like_real_films(v3):
         assert table[label]["auc"] < 0.93, (label, table[label]["auc"])
 
 
+@pytest.mark.slow
 def test_baseline_on_test_is_what_the_track_scores(v3):
     """The box-prior model's maps scored by the benchmark's localization metrics give the same figures."""
     from cxrbench.box_prior import BoxPriorModel
@@ -139,6 +142,7 @@ def test_baseline_on_test_is_what_the_track_scores(v3):
     assert figures["pointing"] == pytest.approx(np.mean([x["pointing_game"] for x in scores]))
 
 
+@pytest.mark.slow
 def test_cli_prints_both_sides_and_says_when_the_real_table_is_missing(monkeypatch, capsys):
     from cxrbench import cli
     from cxrbench.data import audit

@@ -32,6 +32,7 @@ def test_data_show_writes_a_sheet_of_a_real_dataset(name, tmp_path, monkeypatch,
     assert f"wrote {sheet}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", GENERATED)
 def test_data_show_writes_a_sheet_of_a_generated_dataset(name, tmp_path):
     out = tmp_path / "sheets"

@@ -75,12 +75,14 @@ def _query(sample: Sample, words=("pleural", "effusion")) -> LocalizationQuery:
     return LocalizationQuery(sample.id, sample.report, sample.report, "Pleural Effusion", tuple(words))
 
 
+@pytest.mark.slow
 def test_fit_runs_the_budget_and_the_loss_decreases(fitted_and_losses):
     _, losses = fitted_and_losses
     assert len(losses) == BUDGET.steps
     assert np.mean(losses[-8:]) < 0.6 * np.mean(losses[:4])
 
 
+@pytest.mark.slow
 def test_fit_is_deterministic_for_a_seed():
     short = replace(BUDGET, steps=3)
     first, again, other = (_fit({}, short, seed=s).unet.state_dict() for s in (5, 5, 6))
@@ -88,6 +90,7 @@ def test_fit_is_deterministic_for_a_seed():
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_generate_is_batch_invariant_and_in_unit_range(fitted):
     prompts = [s.report for s in TRAIN[:3]]
     for sampler in (SAMPLER, SamplerConfig(name="ddim", steps=3, guidance_scale=2.0, eta=0.5),
@@ -101,6 +104,7 @@ def test_generate_is_batch_invariant_and_in_unit_range(fitted):
     assert np.abs(same_prompt[0] - same_prompt[1]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_generate_rejects_another_image_size_and_an_unknown_sampler(fitted):
     with pytest.raises(ProtocolError, match="image_size"):
         fitted.generate(["x"], [0], 2 * SIZE, SAMPLER)
@@ -108,6 +112,7 @@ def test_generate_rejects_another_image_size_and_an_unknown_sampler(fitted):
         fitted.generate(["x"], [0], SIZE, SamplerConfig(name="euler"))
 
 
+@pytest.mark.slow
 def test_localize_returns_token_group_maps_independent_of_the_batch(fitted):
     images = np.stack([s.image for s in TRAIN[:3]])
     queries = [_query(s) for s in TRAIN[:3]]
@@ -122,6 +127,7 @@ def test_localize_returns_token_group_maps_independent_of_the_batch(fitted):
         np.testing.assert_allclose(alone[0][group], maps[2][group], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_localize_shares_one_forward_between_queries_of_a_study(fitted):
     sample = TRAIN[0]
     maps = fitted.localize(np.stack([sample.image] * 2),
@@ -130,6 +136,7 @@ def test_localize_shares_one_forward_between_queries_of_a_study(fitted):
     assert np.abs(maps[0]["word"] - maps[1]["word"]).max() > 0
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_gives_identical_generations(fitted, learnable, tmp_path):
     for name, model in (("frozen", fitted), ("learnable", learnable)):
         folder = tmp_path / name
@@ -144,6 +151,7 @@ def test_save_load_round_trip_gives_identical_generations(fitted, learnable, tmp
     assert not DiffusionModel(TINY).load(tmp_path / "nothing-here")
 
 
+@pytest.mark.slow
 def test_learnable_encoder_changes_its_weights_and_the_frozen_one_does_not(fitted, learnable):
     pretrained = load_text_encoder()[1].state_dict()
     frozen_state = fitted.text.state_dict()

@@ -71,6 +71,7 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_fit_resumed_from_a_checkpoint_ends_with_the_weights_of_an_uninterrupted_fit(tmp_path):
     train = [_sample(i) for i in range(10)]
     budget = TrainingBudget(steps=7, batch_size=4, unet_learning_rate=2e-3, text_encoder_learning_rate=1e-4)
@@ -101,6 +102,7 @@ def test_a_fit_resumed_from_a_checkpoint_ends_with_the_weights_of_an_uninterrupt
         assert torch.equal(value, resumed.text.state_dict()[name]), name
 
 
+@pytest.mark.slow
 def test_checkpoints_of_another_fit_are_not_resumed_from(tmp_path):
     train = [_sample(i) for i in range(10)]
     budget = TrainingBudget(steps=4, batch_size=4, unet_learning_rate=2e-3, text_encoder_learning_rate=1e-4)

@@ -119,6 +119,7 @@ def test_strategy_is_registered_from_its_own_distribution(registry, model_id):
         entry.cls({"no_such_option": 1})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_id", sorted(STRATEGIES))
 def test_strategy_follows_the_contract(model_id):
     options = {"block_out_channels": (16, 16), "norm_num_groups": 8, "unshuffle_factor": 4, "max_tokens": 16}
@@ -130,6 +131,7 @@ def test_strategy_follows_the_contract(model_id):
 # ------------------------------------------------------------------------------------- token-embedding
 
 
+@pytest.mark.slow
 def test_token_embedding_state_of_a_token_ignores_the_other_words(fitted, pretrained):
     model, _ = fitted("token-embedding")
     prompts = ["Small left pleural effusion.", "Large left pleural effusion."]
@@ -149,6 +151,7 @@ def test_token_embedding_state_of_a_token_ignores_the_other_words(fitted, pretra
     assert not torch.equal(learned, pretrained["embeddings.word_embeddings.weight"])
 
 
+@pytest.mark.slow
 def test_token_embedding_can_keep_minilm_word_embeddings(pretrained):
     cls = _model_class("token-embedding")
     text = cls({**TINY, "train_text_encoder": False}).build_text_conditioner()
@@ -159,6 +162,7 @@ def test_token_embedding_can_keep_minilm_word_embeddings(pretrained):
 # ---------------------------------------------------------------------------------------- lora-encoder
 
 
+@pytest.mark.slow
 def test_lora_trains_only_the_adapters_and_moves_the_output(fitted, pretrained, tmp_path):
     model, _ = fitted("lora-encoder")
     state = model.text.encoder.state_dict()
@@ -183,6 +187,7 @@ def test_lora_trains_only_the_adapters_and_moves_the_output(fitted, pretrained, 
     assert not _changed(restored.text.encoder.state_dict(), state)
 
 
+@pytest.mark.slow
 def test_lora_initialization_leaves_the_unet_initialization_alone():
     unets = []
     for cls in (DiffusionModel, _model_class("lora-encoder")):
@@ -196,6 +201,7 @@ def test_lora_initialization_leaves_the_unet_initialization_alone():
 # ------------------------------------------------------------------------------------- partial-encoder
 
 
+@pytest.mark.slow
 def test_partial_encoder_trains_only_its_last_layers(fitted, pretrained, tmp_path):
     model, _ = fitted("partial-encoder")
     changed = _changed(model.text.encoder.state_dict(), pretrained)
@@ -211,6 +217,7 @@ def test_partial_encoder_trains_only_its_last_layers(fitted, pretrained, tmp_pat
 # ------------------------------------------------------------------------------------ encoder-schedule
 
 
+@pytest.mark.slow
 def test_frozen_then_learnable_changes_the_encoder_only_after_the_switch(fitted, pretrained):
     model, at_switch = fitted("frozen-then-learnable")
     assert model.switch_step(BUDGET) == SWITCH
@@ -218,6 +225,7 @@ def test_frozen_then_learnable_changes_the_encoder_only_after_the_switch(fitted,
     assert len(_changed(model.text.state_dict(), at_switch)) > len(pretrained) // 2
 
 
+@pytest.mark.slow
 def test_learnable_then_frozen_changes_the_encoder_only_before_the_switch(fitted, pretrained):
     model, at_switch = fitted("learnable-then-frozen")
     assert len(_changed(at_switch, pretrained)) > len(pretrained) // 2
@@ -227,6 +235,7 @@ def test_learnable_then_frozen_changes_the_encoder_only_before_the_switch(fitted
 # -------------------------------------------------------------------------------------- causal-encoder
 
 
+@pytest.mark.slow
 def test_causal_encoder_state_of_a_token_ignores_later_tokens(fitted):
     model, _ = fitted("causal-encoder-learnable")
     prompts = ["Small left pleural effusion.", "Small left pleural nodule."]
@@ -242,6 +251,7 @@ def test_causal_encoder_state_of_a_token_ignores_later_tokens(fitted):
     assert spans.end_token == max(spans.real_tokens)
 
 
+@pytest.mark.slow
 def test_causal_encoder_is_fixed_by_its_seed_and_learns_only_when_learnable(fitted):
     frozen, _ = fitted("causal-encoder-frozen")
     learnable, _ = fitted("causal-encoder-learnable")
@@ -257,6 +267,7 @@ def test_causal_encoder_is_fixed_by_its_seed_and_learns_only_when_learnable(fitt
 
 
 
+@pytest.mark.slow
 def test_a_schedule_resumed_across_the_switch_ends_as_an_uninterrupted_fit(fitted, tmp_path):
     reference, _ = fitted("learnable-then-frozen")
     cls = type(reference)

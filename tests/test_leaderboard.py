@@ -262,6 +262,7 @@ def test_render_is_byte_deterministic(records, rendered, tmp_path):
     assert "<dc:date>" not in svg and "2026" not in svg
 
 
+@pytest.mark.slow
 def test_check_leaderboard_reports_stale_files(records, tmp_path):
     smoke = records[:3]
     render_leaderboard(smoke, tmp_path)

@@ -276,6 +276,7 @@ def test_page_is_readable_without_hovering(tmp_path):
     assert len(ids) == len(set(ids))
 
 
+@pytest.mark.slow
 def test_leaderboard_pages_name_the_paths_they_were_made_with(tmp_path, monkeypatch, capsys):
     results = _shipped_results_folder(tmp_path)
     monkeypatch.chdir(tmp_path)

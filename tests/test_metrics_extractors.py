@@ -62,6 +62,7 @@ def inception_weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_inception_features_equal_pytorch_fids_own_network(inception_weights, monkeypatch, no_downloads):
     monkeypatch.setenv(INCEPTION_WEIGHTS_ENV, str(inception_weights))
     extractor = build_registry().feature_extractors["inception"].factory()  # the built-in, via the variable
@@ -115,6 +116,7 @@ def xrv_network_and_weights(tmp_path_factory):
     return network, folder
 
 
+@pytest.mark.slow
 def test_xrv_features_equal_densenet_features2(xrv_network_and_weights, monkeypatch, no_downloads):
     import torchxrayvision as xrv
 
@@ -140,6 +142,7 @@ def test_xrv_features_equal_densenet_features2(xrv_network_and_weights, monkeypa
     assert described["sha256"] == _sha256(path)
 
 
+@pytest.mark.slow
 def test_xrv_reads_the_pickled_model_file(xrv_network_and_weights, no_downloads):
     network, folder = xrv_network_and_weights
     loaded = XRVExtractor.load(folder / "densenet121-random-model.pt").network.state_dict()
@@ -179,6 +182,7 @@ def test_which_extractors_a_run_uses():
     assert get_track("paper").feature_extractors == paper
 
 
+@pytest.mark.slow
 def test_unavailable_extractor_is_recorded_for_every_metric_and_the_others_are_scored(tmp_path):
     from cxrbench.metrics.evaluator import DomainEvaluator
     from cxrbench.testing import tiny_samples

@@ -67,6 +67,7 @@ def synthcxr_test_images() -> np.ndarray:
     return np.stack([sample.image for sample in data.split("test")])
 
 
+@pytest.mark.slow
 def test_domain_fid_of_real_images_is_zero_against_themselves_and_grows_with_noise(synthcxr_test_images):
     from cxrbench.metrics.evaluator import DomainEvaluator
 

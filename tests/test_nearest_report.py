@@ -156,6 +156,7 @@ def test_nearest_report_is_a_compliant_generate_only_baseline():
     assert entry.capabilities == ("generate",) and entry.plugin.distribution == "cxrbench"
 
 
+@pytest.mark.slow
 def test_nearest_report_through_the_protocol_on_the_smoke_track(tmp_path, train):
     [outcome] = run_benchmark(["nearest-report"], get_track("smoke"), [0], tmp_path / "results",
                               tmp_path / "work", show_progress=False)

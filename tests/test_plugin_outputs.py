@@ -109,6 +109,7 @@ def error_of(outcomes, model_id):
     return load_result(outcome.result_path)["error"]
 
 
+@pytest.mark.slow
 def test_complex_maps_fail_at_localize_naming_model_sample_and_token_group(outcomes):
     error = error_of(outcomes, "complex-maps")
     first = localization_queries(smoke_test_split())[0].sample_id
@@ -117,6 +118,7 @@ def test_complex_maps_fail_at_localize_naming_model_sample_and_token_group(outco
         assert part in error["message"], (part, error["message"])
 
 
+@pytest.mark.slow
 def test_non_finite_map_fails_at_localize_naming_its_sample_and_group_and_keeps_the_images(outcomes):
     error = error_of(outcomes, "nan-eos")
     assert error["stage"] == "localize"
@@ -126,11 +128,13 @@ def test_non_finite_map_fails_at_localize_naming_its_sample_and_group_and_keeps_
     assert (outcomes[1] / "nan-eos__smoke__seed0" / "generated.npz").is_file()  # generation is not lost
 
 
+@pytest.mark.slow
 def test_map_of_the_wrong_shape_names_both_shapes(outcomes):
     error = error_of(outcomes, "wrong-shape-maps")
     assert error["stage"] == "localize" and "(7, 5)" in error["message"] and "(32, 32)" in error["message"]
 
 
+@pytest.mark.slow
 def test_complex_images_fail_at_generate(outcomes):
     error = error_of(outcomes, "complex-images")
     assert error["stage"] == "generate"
@@ -138,12 +142,14 @@ def test_complex_images_fail_at_generate(outcomes):
     assert third_prompt()[1] in error["message"]  # the batch's samples are named
 
 
+@pytest.mark.slow
 def test_non_finite_image_names_the_sample_of_its_prompt(outcomes):
     error = error_of(outcomes, "infinite-image")
     assert error["stage"] == "generate"
     assert f"sample {third_prompt()[1]!r}" in error["message"] and "NaN or infinite" in error["message"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_id", ["grad-maps", "grad-images"])
 def test_tensors_that_require_grad_are_taken_as_their_values(outcomes, model_id):
     by_model = outcomes[0]

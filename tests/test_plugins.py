@@ -27,6 +27,7 @@ def test_built_in_plugin_is_registered_from_its_own_distribution(registry, model
     assert entry.cls({}).options.train_text_encoder is trains_encoder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_id", sorted(BUILT_IN))
 def test_built_in_plugin_is_compliant(registry, model_id):
     assert_model_compliant(registry.model(model_id).cls, steps=2)

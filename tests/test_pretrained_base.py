@@ -52,6 +52,7 @@ def test_a_missing_base_names_the_file(tmp_path):
         check_base(base, "track 't'")
 
 
+@pytest.mark.slow
 def test_a_fit_starts_from_the_base_without_network(tmp_path, monkeypatch):
     base = _make_base(tmp_path / "base")
     expected = DiffusionModel(OPTIONS)

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +15,7 @@ from cxrbench.protocol import TRACKS, derive_seed, get_track
 
 def test_track_hash_is_stable_and_changes_with_the_definition():
     smoke = get_track("smoke")
-    assert smoke.hash == get_track("smoke").hash
+    assert copy.deepcopy(smoke).hash == smoke.hash  # a hash of the definition, not of the object
     changed = dataclasses.replace(smoke, budget=dataclasses.replace(smoke.budget, steps=smoke.budget.steps + 1))
     assert changed.hash != smoke.hash
     assert len({t.hash for t in TRACKS.values()}) == len(TRACKS)
@@ -21,9 +26,18 @@ def test_unknown_track_error_names_the_choices():
         get_track("smok")
 
 
+def test_track_hash_and_derived_seeds_are_the_same_in_another_interpreter():
+    # Python's own hash() of a str changes with PYTHONHASHSEED; the track hash and seeds must not.
+    code = "from cxrbench.protocol import TRACKS, derive_seed; print(TRACKS['smoke'].hash, derive_seed(0, 'a', 1))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [get_track("smoke").hash, str(derive_seed(0, "a", 1))]
+
+
 def test_derived_seeds_depend_only_on_global_seed_and_keys():
-    assert derive_seed(0, "a", 1) == derive_seed(0, "a", 1)
     assert derive_seed(0, "a", 1) != derive_seed(1, "a", 1)
+    assert derive_seed(0, "a", 1) != derive_seed(0, 1, "a")
     assert derive_seed(0, "a", 1) != derive_seed(0, "a", 2)
     assert 0 <= derive_seed(123, "x") < 2**31
 

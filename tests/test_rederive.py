@@ -56,6 +56,7 @@ def rederived_value(message: str, metric: str, field: str) -> float:
     return float(found.group(2))
 
 
+@pytest.mark.slow
 def test_run_ships_float32_features_of_every_generated_image(shipped):
     record = load_result(shipped / f"{STEM}.json")
     features = features_path_for(shipped / f"{STEM}.json")
@@ -67,6 +68,7 @@ def test_run_ships_float32_features_of_every_generated_image(shipped):
     assert probabilities.dtype == np.float32 and probabilities.shape == (n_images, 9)
 
 
+@pytest.mark.slow
 def test_untouched_result_passes(shipped, capsys):
     path = shipped / f"{STEM}.json"
     assert rederivation_errors(load_result(path), path) == []
@@ -83,6 +85,7 @@ def test_untouched_result_passes(shipped, capsys):
     ("precision_domain", "value"),
     ("cond_top1", "value"),
 ])
+@pytest.mark.slow
 def test_validate_refuses_a_hand_edited_figure_naming_metric_stored_and_rederived_value(results, capsys,
                                                                                       metric, field):
     original, edited = edit(results, metric, field)
@@ -93,6 +96,7 @@ def test_validate_refuses_a_hand_edited_figure_naming_metric_stored_and_rederive
     assert math.isclose(rederived_value(err, metric, field), original, rel_tol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", ["loc_word_auc_roc", "fid_domain"])
 def test_leaderboard_refuses_a_hand_edited_headline(results, tmp_path, capsys, metric):
     original, edited = edit(results, metric)
@@ -104,6 +108,7 @@ def test_leaderboard_refuses_a_hand_edited_headline(results, tmp_path, capsys, m
     assert not out.exists()  # nothing ranked
 
 
+@pytest.mark.slow
 def test_hand_edited_per_class_entry_is_refused(results, capsys):
     path = results / f"{STEM}.json"
     record = load_result(path)
@@ -114,6 +119,7 @@ def test_hand_edited_per_class_entry_is_refused(results, capsys):
     assert f"loc_word_auc_roc per_class[{label!r}] value is {entry['value']!r} in the result" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix, key", [(".features.npz", "features file"), (".samples.jsonl", "per-sample file")])
 def test_missing_shipped_file_is_named(results, capsys, suffix, key):
     missing = results / f"{STEM}{suffix}"
@@ -124,6 +130,7 @@ def test_missing_shipped_file_is_named(results, capsys, suffix, key):
     assert len([line for line in err.splitlines() if line.startswith("  - ")]) == 1  # once, not per metric
 
 
+@pytest.mark.slow
 def test_result_naming_no_features_file_is_refused(results, capsys):
     path = results / f"{STEM}.json"
     record = load_result(path)
@@ -133,6 +140,7 @@ def test_result_naming_no_features_file_is_refused(results, capsys):
     assert f"names no features file (features_file; a run writes {STEM}.features.npz)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_edited_features_file_is_refused_by_its_sha256(results, capsys):
     features = results / f"{STEM}.features.npz"
     with np.load(features) as archive:
@@ -143,6 +151,7 @@ def test_edited_features_file_is_refused_by_its_sha256(results, capsys):
     assert f"its features file {features.name} has sha256" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_failed_result_ships_nothing_and_stays_valid(results, capsys):
     path = results / f"{STEM}.json"
     record = load_result(path)
@@ -162,6 +171,7 @@ def test_committed_smoke_results_rederive(capsys):
     assert main(["validate", *map(str, paths)]) == 0, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_kid_of_the_whole_set_rule_is_refused_by_re_derivation(results):
     """A KID computed with version 1's subsets (the whole smaller set) disagrees with the re-derived one, even
     when the result claims the current metric versions."""

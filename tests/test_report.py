@@ -43,6 +43,7 @@ def smoke_result(tmp_path_factory):
     return outcome.result_path, registry
 
 
+@pytest.mark.slow
 def test_run_keeps_the_report_maps_of_the_same_queries_the_scores_used(smoke_result):
     result_path, registry = smoke_result
     maps = load_report_maps(result_path)
@@ -57,6 +58,7 @@ def test_run_keeps_the_report_maps_of_the_same_queries_the_scores_used(smoke_res
     assert all(np.ptp(m) > 0 for m in maps.maps["word"])
 
 
+@pytest.mark.slow
 def test_report_writes_a_page_and_a_png_per_class_and_test_image(smoke_result, tmp_path):
     result_path, registry = smoke_result
     test = load_track_data(SMOKE, registry).test
@@ -80,6 +82,7 @@ def test_report_writes_a_page_and_a_png_per_class_and_test_image(smoke_result, t
     assert json.loads((tmp_path / "report" / "report.json").read_text())["track"] == "smoke"
 
 
+@pytest.mark.slow
 def test_report_names_the_result_whose_maps_are_missing(smoke_result, tmp_path):
     result_path, _ = smoke_result
     copy = tmp_path / "copy.json"
@@ -90,6 +93,7 @@ def test_report_names_the_result_whose_maps_are_missing(smoke_result, tmp_path):
     assert main(["report", str(copy), "--out", str(tmp_path / "r")]) != 0
 
 
+@pytest.mark.slow
 def test_report_leaves_out_results_of_models_that_cannot_localize(smoke_result, tmp_path, capsys):
     result_path, registry = smoke_result
     generate_only = json.loads(result_path.read_text())

@@ -67,7 +67,7 @@ def test_metric_versions_only_concern_the_metrics_a_result_has():
     record = minimal_result()  # FID only, whose definition is still version 1
     assert validation_errors(record) == []
     record["metric_versions"] = "new"
-    assert any("metric_versions must be an object" in p for p in validation_errors(record))
+    assert any("key 'metric_versions' must be an object" in p for p in validation_errors(record))
 
 
 def test_validate_cli_exits_nonzero_with_file_name(tmp_path, capsys):

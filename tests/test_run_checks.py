@@ -122,6 +122,7 @@ def test_the_dataset_left_out_counts_go_into_the_result(tmp_path, registry, caps
     assert "dataset chexpert left out: 1 lateral view; 1 no positive label" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_result_that_cannot_be_written_is_a_failed_run_and_the_others_go_on(tmp_path, registry, monkeypatch):
     import cxrbench.runner as runner
 
@@ -143,6 +144,7 @@ def test_a_result_that_cannot_be_written_is_a_failed_run_and_the_others_go_on(tm
     assert second.status == "ok" and second.result_path.exists()
 
 
+@pytest.mark.slow
 def test_a_per_sample_file_that_cannot_be_written_fails_the_run_at_the_write_stage(tmp_path, registry, monkeypatch):
     import cxrbench.artifacts as artifacts
 
@@ -156,6 +158,7 @@ def test_a_per_sample_file_that_cannot_be_written_fails_the_run_at_the_write_sta
     assert outcome.status == "failed" and record["error"]["stage"] == "write", record["error"]
 
 
+@pytest.mark.slow
 def test_a_result_of_another_track_version_or_other_options_is_not_overwritten_silently(tmp_path, registry):
     args = (["dummy"], SMOKE, [0], tmp_path / "r", tmp_path / "w")
     [first] = run_benchmark(*args, registry=registry, show_progress=False)
@@ -186,6 +189,7 @@ def test_cli_refuses_an_overwrite_in_one_message_and_overwrites_when_asked(tmp_p
     assert load_result(stale)["track"]["hash"] == SMOKE.hash
 
 
+@pytest.mark.slow
 def test_temporary_files_of_an_interrupted_write_are_removed_by_the_next_run(tmp_path, registry, capsys):
     out, work = tmp_path / "r", tmp_path / "w"
     out.mkdir()

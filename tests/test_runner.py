@@ -51,6 +51,7 @@ def test_dummy_model_is_compliant():
     assert_model_compliant(DummyModel)
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_a_valid_result_with_every_headline_metric(tmp_path, registry):
     [outcome] = run_benchmark(["dummy"], SMOKE, [0], tmp_path / "results", tmp_path / "work", registry=registry,
                               show_progress=False)
@@ -74,6 +75,7 @@ def test_smoke_run_writes_a_valid_result_with_every_headline_metric(tmp_path, re
     assert m["loc_word_auc_roc"]["ci_low"] <= m["loc_word_auc_roc"]["value"] <= m["loc_word_auc_roc"]["ci_high"]
 
 
+@pytest.mark.slow
 def test_failing_model_is_recorded_and_does_not_stop_the_others(tmp_path, registry):
     outcomes = run_benchmark(["exploding", "dummy"], SMOKE, [0], tmp_path / "r", tmp_path / "w",
                              registry=registry, show_progress=False)
@@ -86,6 +88,7 @@ def test_failing_model_is_recorded_and_does_not_stop_the_others(tmp_path, regist
     assert "exploding" in summary_table(outcomes) and "failed" in summary_table(outcomes)
 
 
+@pytest.mark.slow
 def test_model_without_localize_gets_fidelity_only(tmp_path, registry):
     [outcome] = run_benchmark(["generate-only"], SMOKE, [0], tmp_path / "r", tmp_path / "w", registry=registry,
                               show_progress=False)
@@ -94,6 +97,7 @@ def test_model_without_localize_gets_fidelity_only(tmp_path, registry):
     assert not any(name.startswith("loc_") for name in record["metrics"])
 
 
+@pytest.mark.slow
 def test_rerun_continues_from_finished_stages(tmp_path, registry):
     CountingModel.fits = CountingModel.generates = 0
     args = (["counting"], SMOKE, [0], tmp_path / "r", tmp_path / "w")
@@ -112,6 +116,7 @@ def test_rerun_continues_from_finished_stages(tmp_path, registry):
     assert load_result(resumed.result_path)["metrics"]["loc_word_auc_roc"] == first.metrics["loc_word_auc_roc"]
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_chunking(tmp_path, registry, monkeypatch):
     [a] = run_benchmark(["dummy"], SMOKE, [0], tmp_path / "a", tmp_path / "wa", registry=registry, show_progress=False)
     monkeypatch.setattr("cxrbench.runner.GENERATION_CHUNK", 3)
@@ -145,6 +150,7 @@ def test_invalid_options_fail_before_anything_runs(tmp_path, registry):
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())
 
 
+@pytest.mark.slow
 def test_runs_in_two_worker_processes_give_the_results_of_one_process(tmp_path):
     """--jobs 2: the built-in baselines (no plugin needed in the workers) in two processes, same metrics."""
     from cxrbench.errors import ProtocolError

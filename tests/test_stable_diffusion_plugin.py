@@ -151,6 +151,7 @@ def test_installed_distribution_registers_both_models_through_the_entry_point():
         assert registry.model(model_id).plugin.distribution == "cxrbench-stable-diffusion"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [sd.SDFrozenEncoderModel, sd.SDLearnableEncoderModel])
 def test_model_is_compliant(cls, weights):
     assert_model_compliant(cls, {"weights": weights}, image_size=SIZE, steps=2)
@@ -164,6 +165,7 @@ def fitted(weights, train, tmp_path_factory):
             for cls in (sd.SDFrozenEncoderModel, sd.SDLearnableEncoderModel)}
 
 
+@pytest.mark.slow
 def test_learnable_encoder_learns_and_the_frozen_one_does_not(weights, fitted):
     pretrained = sd.load_stable_diffusion(weights)
     encoder, vae, unet = (_state(pretrained.text_encoder), _state(pretrained.vae), _state(pretrained.unet))
@@ -175,6 +177,7 @@ def test_learnable_encoder_learns_and_the_frozen_one_does_not(weights, fitted):
         assert _changed(vae, _state(model.space.vae)) == 0
 
 
+@pytest.mark.slow
 def test_training_latents_are_encoded_once_and_reused_from_the_work_folder(
     weights, train, fitted, monkeypatch
 ):
@@ -192,6 +195,7 @@ def test_training_latents_are_encoded_once_and_reused_from_the_work_folder(
     assert all(torch.equal(a, b) for a, b in zip(first.unet.parameters(), again.unet.parameters()))
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_gives_the_whole_batch_step(weights, train, tmp_path):
     initial = torch.cat([p.flatten() for p in sd.load_stable_diffusion(weights).unet.parameters()])
     whole = _fit(sd.SDLearnableEncoderModel, weights, train, tmp_path, replace(BUDGET, steps=1))
@@ -204,6 +208,7 @@ def test_gradient_accumulation_gives_the_whole_batch_step(weights, train, tmp_pa
     assert (part_weights - whole_weights).abs().mean() < 0.01 * step
 
 
+@pytest.mark.slow
 def test_v_prediction_checkpoint_trains_on_the_velocity(tmp_path, train):
     from cxrbench.diffusion.training import regression_target
 
@@ -220,6 +225,7 @@ def test_v_prediction_checkpoint_trains_on_the_velocity(tmp_path, train):
     assert images.shape == (1, SIZE, SIZE) and np.isfinite(images).all()
 
 
+@pytest.mark.slow
 def test_ema_weights_are_saved_and_used_after_loading(weights, train, tmp_path):
     model = _fit(sd.SDFrozenEncoderModel, weights, train, tmp_path / "work", replace(BUDGET, steps=1),
                  ema=True, ema_decay=0.5)

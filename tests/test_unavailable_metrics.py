@@ -45,6 +45,7 @@ def test_lines_group_the_metrics_of_one_run_by_reason():
     assert unavailable_metrics_lines(outcomes[1:]) == []
 
 
+@pytest.mark.slow
 def test_run_lists_unavailable_metrics_with_their_reason_after_the_summary(tmp_path, monkeypatch, capsys):
     empty = tmp_path / "inception.pth"
     empty.write_bytes(b"")
