@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cxrbench.model import GENERATE, LOCALIZE
+from cxrbench.model import GENERATE
 from cxrbench.protocol import get_track
 from cxrbench.results import load_result, validation_errors
 from cxrbench.runner import localization_queries, run_benchmark, summary_table
