@@ -113,6 +113,7 @@ def cxrbench_register_metrics(register):
     assert registry.metrics["fid"].plugin.distribution == "cxrbench"
 
 
+@pytest.mark.slow
 def test_plugin_metrics_are_scored_re_derived_and_ranked_on_a_smoke_run(tmp_path, metric_distribution):
     registry = _registry()
     [outcome] = run_benchmark(["dummy"], SMOKE, [0], tmp_path / "results", tmp_path / "work", registry=registry,
@@ -141,6 +142,7 @@ def test_plugin_metrics_are_scored_re_derived_and_ranked_on_a_smoke_run(tmp_path
     assert any("mean_distance_domain value" in p for p in rederivation_errors(record, outcome.result_path, registry))
 
 
+@pytest.mark.slow
 def test_a_result_with_metrics_of_a_plugin_not_installed_here_is_refused(tmp_path, metric_distribution):
     [outcome] = run_benchmark(["dummy"], SMOKE, [0], tmp_path / "results", tmp_path / "work", registry=_registry(),
                               show_progress=False)
@@ -150,6 +152,7 @@ def test_a_result_with_metrics_of_a_plugin_not_installed_here_is_refused(tmp_pat
     assert any("'cxrbench-example-metrics', which is not installed here" in p for p in problems), problems
 
 
+@pytest.mark.slow
 def test_rescore_adds_a_new_metric_from_the_kept_outputs_without_fitting_again(tmp_path, fake_distribution):
     FitCountingModel.fits = 0
     [outcome] = run_benchmark(["fit-counting"], SMOKE, [0], tmp_path / "results", tmp_path / "work",
@@ -173,6 +176,7 @@ def test_rescore_adds_a_new_metric_from_the_kept_outputs_without_fitting_again(t
     assert load_result(outcome.result_path)["metrics"] == after["metrics"]  # a refused rescore writes nothing
 
 
+@pytest.mark.slow
 def test_a_plugin_metric_that_raises_is_reported_and_the_run_goes_on(tmp_path, fake_distribution):
     fake_distribution("cxrbench-raising-metric", "raising_metric", "cxrbench_raising_metric", '''
 from cxrbench.hookspecs import hookimpl
@@ -200,6 +204,7 @@ def test_metric_declarations_are_checked():
     assert any("version must be a positive integer" in p for p in problems)
 
 
+@pytest.mark.slow
 def test_the_contributing_guide_s_metric_plugin_runs_as_printed(tmp_path, fake_distribution):
     import re
     from pathlib import Path
