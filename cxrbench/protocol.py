@@ -73,11 +73,13 @@ def derive_seed(global_seed: int, *keys: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def _last_ddim_timesteps(total_train: int = 1000, ddim_steps: int = 50, keep: int = 40) -> tuple[int, ...]:
-    """The seed paper's extraction timesteps: the last ``keep`` of ``ddim_steps`` DDIM steps (781 ... 1)."""
+def last_ddim_timesteps(count: int = 40, ddim_steps: int = 50, total_train: int = 1000) -> tuple[int, ...]:
+    """The last ``count`` of ``ddim_steps`` DDIM steps on a ``total_train``-step schedule, latest first
+    (the defaults: the seed paper's extraction timesteps, 781 ... 1). More than ``ddim_steps`` asks for a
+    finer DDIM grid."""
+    ddim_steps = max(ddim_steps, count)
     stride = total_train // ddim_steps
-    all_steps = [i * stride + 1 for i in range(ddim_steps)]
-    return tuple(sorted(all_steps[:keep], reverse=True))
+    return tuple(sorted((i * stride + 1 for i in range(ddim_steps)), reverse=True)[-count:])
 
 
 TRACKS: dict[str, Track] = {
@@ -134,7 +136,7 @@ TRACKS: dict[str, Track] = {
             caption_dropout=0.0,
         ),
         sampler=SamplerConfig(name="ddim", steps=75, guidance_scale=4.0),
-        extraction=ExtractionConfig(timesteps=_last_ddim_timesteps()),
+        extraction=ExtractionConfig(timesteps=last_ddim_timesteps()),
         prompts_for_generation=5000,
         samples_per_prompt=4,
         seeds=(0,),
