@@ -47,7 +47,15 @@ import numpy as np
 
 from cxrbench.data import synthcxr
 from cxrbench.data.schema import ALL_LABELS, FINDING_CLASSES, NO_FINDING, QUERY_WORDS, Box, Finding, Sample
-from cxrbench.data.synthcxr import SIDES, SPLITS, FindingSpec, StudySpec, check_dataset_sizes, render_studies
+from cxrbench.data.synthcxr import (
+    SIDES,
+    SPLITS,
+    FindingSpec,
+    StudySpec,
+    StudySplits,
+    check_dataset_sizes,
+    render_studies,
+)
 from cxrbench.errors import AssetUnavailable, DataError
 
 ARCHIVE_NAME = "NLMCXR_reports.tgz"
@@ -756,7 +764,7 @@ def _box_specs(spec: StudySpec) -> list[tuple[int, StudySpec]]:
     return extra
 
 
-class OpenISynthCXR:
+class OpenISynthCXR(StudySplits):
     """SynthCXR-OpenI: real Open-i report text, SynthCXR images drawn to match each report's tags.
 
     Args:
@@ -791,24 +799,10 @@ class OpenISynthCXR:
         self._orders: dict[str, _Order] = {}
         self._specs: dict[tuple[str, int], StudySpec] = {}
 
-    def __repr__(self) -> str:
-        return (f"OpenISynthCXR(n_train={self.n_train}, n_test={self.n_test}, image_size={self.image_size}, "
-                f"seed={self.seed})")
-
     def params(self) -> dict[str, Any]:
         """The constructor arguments: ``OpenISynthCXR(**ds.params())`` builds the same dataset."""
         return {"n_train": self.n_train, "n_test": self.n_test, "image_size": self.image_size,
                 "seed": self.seed}
-
-    def _size_of(self, split: str) -> int:
-        if split not in SPLITS:
-            raise DataError(f"split must be one of {SPLITS}, but got {split!r}")
-        return self.n_train if split == "train" else self.n_test
-
-    def _check_index(self, split: str, index: int) -> None:
-        n = self._size_of(split)
-        if not 0 <= index < n:
-            raise DataError(f"index must be in [0, {n}) for split {split!r}, but got {index!r}")
 
     def study(self, split: str, index: int) -> OpenIStudy:
         """The Open-i report (id, prompt, findings and sites) behind study ``index`` of ``split``."""
@@ -857,17 +851,10 @@ class OpenISynthCXR:
             results[b][1][k] = boxes[k]
         return results
 
-    def split(self, split: str) -> list[Sample]:
-        """All samples of ``split`` ("train" or "test"), in index order; generated once and cached."""
-        n = self._size_of(split)
-        if split not in self._cache:
-            specs = [self.spec(split, i) for i in range(n)]
-            samples = []
-            for spec, (image, boxes) in zip(specs, self._render(specs)):
-                samples.append(Sample(id=spec.id, image=image, report=spec.report, split=split,
-                                      findings=_merge(spec.findings, boxes)))
-            self._cache[split] = samples
-        return self._cache[split]
+    def _samples(self, split: str, specs: list[StudySpec]) -> list[Sample]:
+        return [Sample(id=spec.id, image=image, report=spec.report, split=split,
+                       findings=_merge(spec.findings, boxes))
+                for spec, (image, boxes) in zip(specs, self._render(specs))]
 
     def render(self, split: str, index: int, labels: Collection[str] | None = None) -> np.ndarray:
         """Study ``index`` drawn with only the findings in ``labels`` (None: all; (): the normal patient)."""
@@ -875,16 +862,7 @@ class OpenISynthCXR:
 
     def fingerprint(self) -> str:
         """SHA-256 over both splits: ids, reports, labels, phrases, boxes and images quantized to uint8."""
-        header = f"{self.name}-v{self.version}|synthcxr-v{synthcxr.SynthCXR.version}|{self.image_size}"
-        digest = hashlib.sha256(header.encode())
-        for split in SPLITS:
-            for sample in self.split(split):
-                digest.update(sample.id.encode())
-                digest.update(sample.report.encode())
-                for f in sample.findings:
-                    digest.update(f"{f.label}|{f.phrase}|{[b.to_list() for b in f.boxes]}".encode())
-                digest.update(np.rint(sample.image * 255.0).astype(np.uint8).tobytes())
-        return digest.hexdigest()
+        return self._digest(f"{self.name}-v{self.version}|synthcxr-v{synthcxr.SynthCXR.version}|{self.image_size}")
 
 
 def _merge(drawn: tuple[FindingSpec, ...], boxes: list[tuple[Box, ...]]) -> tuple[Finding, ...]:
