@@ -746,24 +746,6 @@ def draw_site(site: TagFinding, anatomy: synthcxr.Anatomy, entropy: list[int], p
     return replace(spec, phrase=phrase)
 
 
-def _box_specs(spec: StudySpec) -> list[tuple[int, StudySpec]]:
-    """Extra renders that yield the boxes of a class drawn twice (one FindingSpec per side).
-
-    The renderer keys a study's boxes by label, so of two FindingSpecs of one label only the last
-    one's boxes come back. For each earlier one (finding ``k``), an extra spec leaves out the later
-    FindingSpecs of its label, everything else (the heart included) unchanged, so finding ``k`` keeps
-    its position. Returns ``(k, extra spec)`` pairs.
-    """
-    labels = [f.label for f in spec.findings]
-    extra = []
-    for k, label in enumerate(labels):
-        later = {j for j in range(k + 1, len(labels)) if labels[j] == label}
-        if later:
-            kept = tuple(f for j, f in enumerate(spec.findings) if j not in later)
-            extra.append((k, replace(spec, findings=kept)))
-    return extra
-
-
 class OpenISynthCXR(StudySplits):
     """SynthCXR-OpenI: real Open-i report text, SynthCXR images drawn to match each report's tags.
 
@@ -832,24 +814,14 @@ class OpenISynthCXR(StudySplits):
 
     def _render(self, specs: list[StudySpec], labels: Collection[str] | None = None
                 ) -> list[tuple[np.ndarray, list[tuple[Box, ...]]]]:
-        """Images and per-FindingSpec boxes, rendered in batches of bounded size (``_box_specs``
-        supplies the boxes of classes drawn on both sides)."""
-        jobs: list[StudySpec] = list(specs)
-        fixes: list[tuple[int, int]] = []  # (study, finding) whose boxes come from an extra job
-        if labels is None:
-            for b, spec in enumerate(specs):
-                for k, extra in _box_specs(spec):
-                    fixes.append((b, k))
-                    jobs.append(extra)
+        """Images and per-FindingSpec boxes (a class drawn on both sides has a FindingSpec, and its boxes,
+        per side), rendered in batches of bounded size."""
         oversample = 2 if self.image_size <= 32 else 1  # as SynthCXR renders small images
         chunk = max(1, getattr(synthcxr, "_BATCH_PIXELS", 2**18) // (self.image_size * oversample) ** 2)
         rendered = []
-        for start in range(0, len(jobs), chunk):
-            rendered += render_studies(jobs[start:start + chunk], self.image_size, labels)
-        results = [(image, list(boxes)) for image, boxes in rendered[:len(specs)]]
-        for (b, k), (_, boxes) in zip(fixes, rendered[len(specs):]):
-            results[b][1][k] = boxes[k]
-        return results
+        for start in range(0, len(specs), chunk):
+            rendered += render_studies(specs[start:start + chunk], self.image_size, labels)
+        return [(image, list(boxes)) for image, boxes in rendered]
 
     def _samples(self, split: str, specs: list[StudySpec]) -> list[Sample]:
         return [Sample(id=spec.id, image=image, report=spec.report, split=split,
