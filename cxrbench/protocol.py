@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,7 +41,8 @@ class Track:
     samples_per_prompt: int
     seeds: tuple[int, ...]
     runs_on: str = "cpu"
-    #: Where the data must be on disk for tracks on real datasets (None: embedded data).
+    #: Where the data must be on disk for tracks on real datasets (None: embedded data): the environment
+    #: variable whose folder ``dataset_arguments`` passes to the dataset as its ``root``.
     data_root_env: str | None = None
     #: Feature extractors whose FID, KID, precision and recall every result of the track reports (one whose
     #: weights are missing is reported as unavailable). Optional extractors with configured weights are
@@ -60,6 +62,17 @@ class Track:
         d["seeds"] = list(self.seeds)
         d["extraction"] = self.extraction.to_dict()
         return d
+
+    def dataset_arguments(self) -> dict[str, Any]:
+        """The keyword arguments the track's dataset factory is called with: ``dataset.params`` and, for a
+        track that names ``data_root_env`` while that variable is set, ``root``: the folder it names. With
+        the variable unset the dataset finds its data as it does on its own (a real dataset's error then
+        names the variable to set). The root is this machine's, so it is in neither the hash nor results."""
+        arguments = dict(self.dataset.params)
+        root = os.environ.get(self.data_root_env) if self.data_root_env else None
+        if root:
+            arguments["root"] = root
+        return arguments
 
     @property
     def hash(self) -> str:
