@@ -129,6 +129,8 @@ class DiffusionModel(Model):
         super().__init_subclass__(**kwargs)
         if train_text_encoder is not None:
             cls.Options = fixed_text_encoder(cls.Options, train_text_encoder)
+            # Named as a nested class would be, so that pickle finds it (options sent to worker processes).
+            cls.Options.__module__, cls.Options.__qualname__ = cls.__module__, f"{cls.__qualname__}.Options"
 
     def __init__(self, options: ModelOptions | dict[str, Any] | None = None) -> None:
         super().__init__(options)
