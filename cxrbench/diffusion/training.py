@@ -257,13 +257,13 @@ def train_denoiser(
     batch; the averaged gradients make each step that of one process up to float rounding.
     """
     device = next(unet.parameters()).device
+    batches, draws = _seeded_draws(len(prompts), budget.batch_size, context.seed)
     settings = step_settings(unet, text, budget, text_learning_rate, max_grad_norm, mixed_precision,
                              micro_batch_size, ema)
-    batches, draws, checkpoints, parts, start, losses = _resumable_draws(
-        unet, text, clean_samples, prompts, budget, context, settings, text_learning_rate)
+    checkpoints, parts, start, losses = _resumable_fit(
+        unet, text, clean_samples, prompts, budget, context, settings, text_learning_rate, batches, draws)
     procs = processes()
     model = _data_parallel(unet, text, device) if procs.distributed else _forward_model(unet, compile_unet)
-
     unet.train()
     for step in range(start, budget.steps):
         if before_step is not None:
@@ -285,22 +285,27 @@ def _forward_model(unet: torch.nn.Module, compile_unet: bool) -> Any:
     return compiled(unet) if compile_unet else unet
 
 
-def _resumable_draws(
+def _seeded_draws(num_samples: int, batch_size: int, seed: int) -> tuple[Any, torch.Generator]:
+    """The batch order and the generator of every step's draws, seeded from the fit's ``seed``. A fit makes
+    them before its optimizer: made after it, some fits (learnable-then-frozen on the smoke track) end
+    with other last bits in their floats."""
+    batches = batch_indices(num_samples, batch_size, torch.Generator().manual_seed(derive_seed(seed, "batches")))
+    return batches, torch.Generator().manual_seed(derive_seed(seed, "noise"))
+
+
+def _resumable_fit(
     unet: torch.nn.Module, text: TextConditioner, clean_samples: torch.Tensor, prompts: Sequence[str],
     budget: TrainingBudget, context: FitContext, settings: StepSettings, text_learning_rate: float,
-) -> tuple[Any, torch.Generator, TrainingCheckpoints, dict[str, Any], int, list[float]]:
-    """The batch order and the generator of the per-step draws, seeded from ``context.seed``, and the fit's
-    checkpoints, restored from the latest one there is: (batches, draws, checkpoints, what a checkpoint
-    holds, the first step to run, the losses of the steps before it)."""
-    batches = batch_indices(len(prompts), budget.batch_size,
-                            torch.Generator().manual_seed(derive_seed(context.seed, "batches")))
-    draws = torch.Generator().manual_seed(derive_seed(context.seed, "noise"))
+    batches: Any, draws: torch.Generator,
+) -> tuple[TrainingCheckpoints, dict[str, Any], int, list[float]]:
+    """The fit's checkpoints, restored from the latest one there is: (checkpoints, what a checkpoint holds,
+    the first step to run, the losses of the steps before it)."""
     parts = _checkpoint_parts(unet, text, settings, batches, draws)
     key = _fit_key(unet, text, clean_samples, prompts, budget, context, settings, text_learning_rate)
     checkpoints = TrainingCheckpoints(context.checkpoint_dir, key, context.checkpoint_every,
                                       write=processes().is_main)
     start, losses = checkpoints.restore(parts)
-    return batches, draws, checkpoints, parts, start, losses
+    return checkpoints, parts, start, losses
 
 
 def _checkpoint_parts(unet: torch.nn.Module, text: TextConditioner, settings: StepSettings, batches: Any,
