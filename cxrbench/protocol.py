@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,7 +41,8 @@ class Track:
     samples_per_prompt: int
     seeds: tuple[int, ...]
     runs_on: str = "cpu"
-    #: Where the data must be on disk for tracks on real datasets (None: embedded data).
+    #: Where the data must be on disk for tracks on real datasets (None: embedded data): the environment
+    #: variable whose folder ``dataset_arguments`` passes to the dataset as its ``root``.
     data_root_env: str | None = None
     #: Feature extractors whose FID, KID, precision and recall every result of the track reports (one whose
     #: weights are missing is reported as unavailable). Optional extractors with configured weights are
@@ -61,6 +63,17 @@ class Track:
         d["extraction"] = self.extraction.to_dict()
         return d
 
+    def dataset_arguments(self) -> dict[str, Any]:
+        """The keyword arguments the track's dataset factory is called with: ``dataset.params`` and, for a
+        track that names ``data_root_env`` while that variable is set, ``root``: the folder it names. With
+        the variable unset the dataset finds its data as it does on its own (a real dataset's error then
+        names the variable to set). The root is this machine's, so it is in neither the hash nor results."""
+        arguments = dict(self.dataset.params)
+        root = os.environ.get(self.data_root_env) if self.data_root_env else None
+        if root:
+            arguments["root"] = root
+        return arguments
+
     @property
     def hash(self) -> str:
         canonical = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
@@ -73,11 +86,13 @@ def derive_seed(global_seed: int, *keys: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def _last_ddim_timesteps(total_train: int = 1000, ddim_steps: int = 50, keep: int = 40) -> tuple[int, ...]:
-    """The seed paper's extraction timesteps: the last ``keep`` of ``ddim_steps`` DDIM steps (781 ... 1)."""
+def last_ddim_timesteps(count: int = 40, ddim_steps: int = 50, total_train: int = 1000) -> tuple[int, ...]:
+    """The last ``count`` of ``ddim_steps`` DDIM steps on a ``total_train``-step schedule, latest first
+    (the defaults: the seed paper's extraction timesteps, 781 ... 1). More than ``ddim_steps`` asks for a
+    finer DDIM grid."""
+    ddim_steps = max(ddim_steps, count)
     stride = total_train // ddim_steps
-    all_steps = [i * stride + 1 for i in range(ddim_steps)]
-    return tuple(sorted(all_steps[:keep], reverse=True))
+    return tuple(sorted((i * stride + 1 for i in range(ddim_steps)), reverse=True)[-count:])
 
 
 TRACKS: dict[str, Track] = {
@@ -134,7 +149,7 @@ TRACKS: dict[str, Track] = {
             caption_dropout=0.0,
         ),
         sampler=SamplerConfig(name="ddim", steps=75, guidance_scale=4.0),
-        extraction=ExtractionConfig(timesteps=_last_ddim_timesteps()),
+        extraction=ExtractionConfig(timesteps=last_ddim_timesteps()),
         prompts_for_generation=5000,
         samples_per_prompt=4,
         seeds=(0,),

@@ -144,9 +144,26 @@ def check_model(model_cls: type[Model], options: dict[str, Any] | None = None, i
     Fits on a tiny SynthCXR sample, then checks shapes, ranges, determinism and batch invariance of
     ``generate``, the maps of ``localize``, and a save/load round trip.
     """
-    problems: list[str] = []
     if not isinstance(model_cls, type) or not issubclass(model_cls, Model):
         return ["model class must subclass cxrbench.Model"]
+    problems = _class_problems(model_cls)
+    train, test = tiny_samples(image_size=image_size)
+    budget = TrainingBudget(steps=steps, batch_size=4, unet_learning_rate=1e-3, text_encoder_learning_rate=1e-5)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = model_cls(options or {})
+        calls: list[int] = []
+        model.fit(train, budget, FitContext(seed=0, workdir=Path(tmp) / "work", image_size=image_size,
+                                            progress=lambda step, logs: calls.append(step)))
+        if GENERATE in model_cls.capabilities:
+            problems += _generate_problems(model, options, test, image_size, Path(tmp) / "saved")
+        if LOCALIZE in model_cls.capabilities:
+            problems += _localize_problems(model, test, image_size)
+    return problems
+
+
+def _class_problems(model_cls: type[Model]) -> list[str]:
+    """What is wrong with the class itself: its id, capabilities and options."""
+    problems: list[str] = []
     if not model_cls.model_id:
         problems.append("model_id must be a non-empty string")
     if not model_cls.capabilities or not set(model_cls.capabilities) <= CAPABILITIES:
@@ -156,52 +173,56 @@ def check_model(model_cls: type[Model], options: dict[str, Any] | None = None, i
         problems.append("Options must forbid unknown keys (subclass cxrbench.ModelOptions)")
     except ValidationError:
         pass
-    train, test = tiny_samples(image_size=image_size)
-    budget = TrainingBudget(steps=steps, batch_size=4, unet_learning_rate=1e-3, text_encoder_learning_rate=1e-5)
-    with tempfile.TemporaryDirectory() as tmp:
-        model = model_cls(options or {})
-        calls: list[int] = []
-        model.fit(train, budget, FitContext(seed=0, workdir=Path(tmp) / "work", image_size=image_size,
-                                            progress=lambda step, logs: calls.append(step)))
-        if GENERATE in model_cls.capabilities:
-            prompts = [s.report for s in test[:3]]
-            seeds = [derive_seed(0, s.id) for s in test[:3]]
-            sampler = SamplerConfig(steps=4)
-            images = np.asarray(model.generate(prompts, seeds, image_size, sampler))
-            if images.shape != (3, image_size, image_size):
-                problems.append(f"generate returned shape {images.shape}, expected {(3, image_size, image_size)}")
-            elif not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-                problems.append("generate must return finite values in [0, 1]")
-            else:
-                again = np.asarray(model.generate(prompts, seeds, image_size, sampler))
-                if not np.allclose(images, again, atol=1e-5):
-                    problems.append("generate is not deterministic for the same prompts and seeds")
-                alone = np.asarray(model.generate(prompts[1:2], seeds[1:2], image_size, sampler))
-                if not np.allclose(images[1], alone[0], atol=1e-4):
-                    problems.append("generate depends on the batch: (prompt, seed) alone differs from in a batch")
-                saved = Path(tmp) / "saved"
-                if model.save(saved):
-                    fresh = model_cls(options or {})
-                    if not fresh.load(saved):
-                        problems.append("load returned False for a folder that save wrote")
-                    elif not np.allclose(np.asarray(fresh.generate(prompts, seeds, image_size, sampler)), images,
-                                         atol=1e-4):
-                        problems.append("a saved and loaded model generates different images")
-        if LOCALIZE in model_cls.capabilities:
-            from cxrbench.plan import localization_queries
+    return problems
 
-            queries = localization_queries(test)[:3]
-            if queries:
-                by_id = {s.id: s for s in test}
-                images = np.stack([by_id[q.sample_id].image for q in queries])
-                maps = model.localize(images, queries, ExtractionConfig(timesteps=(501, 101)))
-                if len(maps) != len(queries):
-                    problems.append(f"localize returned {len(maps)} map sets for {len(queries)} queries")
-                for q, group_maps in zip(queries, maps):
-                    try:  # the rule the runner applies to every map a plugin returns
-                        checked_maps(group_maps, (image_size, image_size))
-                    except ValueError as exc:
-                        problems.append(f"localize for {q.sample_id}: {exc}")
+
+def _generate_problems(model: Model, options: dict[str, Any] | None, test: list[Sample], image_size: int,
+                       saved: Path) -> list[str]:
+    """``generate`` of a fitted model: shape, range, determinism, batch invariance, and the images of the
+    model saved to ``saved`` and loaded again."""
+    prompts = [s.report for s in test[:3]]
+    seeds = [derive_seed(0, s.id) for s in test[:3]]
+    sampler = SamplerConfig(steps=4)
+    images = np.asarray(model.generate(prompts, seeds, image_size, sampler))
+    if images.shape != (3, image_size, image_size):
+        return [f"generate returned shape {images.shape}, expected {(3, image_size, image_size)}"]
+    if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+        return ["generate must return finite values in [0, 1]"]
+    problems = []
+    again = np.asarray(model.generate(prompts, seeds, image_size, sampler))
+    if not np.allclose(images, again, atol=1e-5):
+        problems.append("generate is not deterministic for the same prompts and seeds")
+    alone = np.asarray(model.generate(prompts[1:2], seeds[1:2], image_size, sampler))
+    if not np.allclose(images[1], alone[0], atol=1e-4):
+        problems.append("generate depends on the batch: (prompt, seed) alone differs from in a batch")
+    if model.save(saved):
+        fresh = type(model)(options or {})
+        if not fresh.load(saved):
+            problems.append("load returned False for a folder that save wrote")
+        elif not np.allclose(np.asarray(fresh.generate(prompts, seeds, image_size, sampler)), images, atol=1e-4):
+            problems.append("a saved and loaded model generates different images")
+    return problems
+
+
+def _localize_problems(model: Model, test: list[Sample], image_size: int) -> list[str]:
+    """``localize`` of a fitted model on the first three queries of ``test``: one map set per query, each
+    map as the runner requires."""
+    from cxrbench.plan import localization_queries
+
+    queries = localization_queries(test)[:3]
+    if not queries:
+        return []
+    by_id = {s.id: s for s in test}
+    images = np.stack([by_id[q.sample_id].image for q in queries])
+    maps = model.localize(images, queries, ExtractionConfig(timesteps=(501, 101)))
+    problems = []
+    if len(maps) != len(queries):
+        problems.append(f"localize returned {len(maps)} map sets for {len(queries)} queries")
+    for q, group_maps in zip(queries, maps):
+        try:  # the rule the runner applies to every map a plugin returns
+            checked_maps(group_maps, (image_size, image_size))
+        except ValueError as exc:
+            problems.append(f"localize for {q.sample_id}: {exc}")
     return problems
 
 

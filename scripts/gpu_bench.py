@@ -137,7 +137,7 @@ def measure_extraction(unet: torch.nn.Module, config: dict[str, Any], images: in
     from diffusers import DDPMScheduler
 
     from cxrbench.attention import capture_cross_attention, extract_cross_attention
-    from cxrbench.bench import ddim_extraction_timesteps
+    from cxrbench.protocol import last_ddim_timesteps
 
     unet.eval()
     g = torch.Generator(device="cpu").manual_seed(2)
@@ -145,7 +145,7 @@ def measure_extraction(unet: torch.nn.Module, config: dict[str, Any], images: in
     clean = torch.randn((images, config["in_channels"], size, size), generator=g).to(device)
     text = torch.randn((images, TEXT_TOKENS, config["cross_attention_dim"]), generator=g).to(device)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear")
-    steps = ddim_extraction_timesteps(timesteps)
+    steps = last_ddim_timesteps(timesteps)
     dtype = torch.bfloat16 if precision == "bf16" else None
 
     def extract(rows: int) -> torch.Tensor:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxrbench.bench import build_extraction_setup, ddim_extraction_timesteps
+from cxrbench.bench import build_extraction_setup
 from cxrbench.cli import main
-from cxrbench.protocol import get_track
+from cxrbench.protocol import get_track, last_ddim_timesteps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,11 @@ def one_thread():
 
 
 def test_the_default_timesteps_are_the_seed_papers():
-    assert ddim_extraction_timesteps(40) == tuple(get_track("paper").extraction.timesteps)
-    assert ddim_extraction_timesteps(4) == (61, 41, 21, 1)
+    # The last 40 of 50 DDIM steps of stride 20 on a 1000-step schedule: 781, 761, ..., 21, 1.
+    assert tuple(get_track("paper").extraction.timesteps) == tuple(range(781, 0, -20))
+    assert last_ddim_timesteps(40) == tuple(get_track("paper").extraction.timesteps)
+    assert last_ddim_timesteps(4) == (61, 41, 21, 1)
+    assert last_ddim_timesteps(60) == tuple(range(945, 0, -16))  # a finer grid than 50 steps
 
 
 @pytest.mark.slow

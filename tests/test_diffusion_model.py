@@ -190,3 +190,48 @@ def test_plugins_register_their_model(folder, module, model_id, trains_encoder):
         cls({"no_such_option": 1})
     with pytest.raises(ValueError, match="train_text_encoder"):
         cls({"train_text_encoder": not trains_encoder})
+
+
+def test_a_class_keyword_fixes_train_text_encoder_in_defined_and_inherited_options():
+    from pydantic import Field, ValidationError
+
+    from cxrbench.diffusion import DiffusionOptions
+
+    class Learning(DiffusionModel, train_text_encoder=True):
+        class Options(DiffusionOptions):
+            rank: int = Field(8, ge=1)
+
+    class Frozen(DiffusionModel, train_text_encoder=False):
+        pass
+
+    assert Learning().options.train_text_encoder is True
+    assert Learning({"rank": 2}).config()["rank"] == 2
+    assert list(Learning.Options.model_fields) == [*DiffusionOptions.model_fields, "rank"]
+    assert Frozen().options.train_text_encoder is False
+    for cls, refused in ((Learning, False), (Frozen, True)):
+        with pytest.raises(ValidationError, match="train_text_encoder"):
+            cls({"train_text_encoder": refused})
+
+
+def test_fixing_train_text_encoder_of_options_without_it_names_the_options():
+    from cxrbench.diffusion import fixed_text_encoder
+    from cxrbench.model import ModelOptions
+
+    class Plain(ModelOptions):
+        size: int = 1
+
+    with pytest.raises(TypeError, match="Plain has no train_text_encoder"):
+        fixed_text_encoder(Plain, True)
+
+
+def test_seeded_torch_draws_come_from_the_seed_and_restore_the_global_generator():
+    from cxrbench.diffusion import seeded_torch_draws
+
+    torch.manual_seed(11)
+    expected_next = torch.rand(3)
+    torch.manual_seed(11)
+    with seeded_torch_draws(5):
+        inside = torch.rand(3)
+    assert torch.equal(torch.rand(3), expected_next)
+    torch.manual_seed(5)
+    assert torch.equal(inside, torch.rand(3))

@@ -198,6 +198,19 @@ def test_lora_initialization_leaves_the_unet_initialization_alone():
     assert not _changed(*unets)
 
 
+def test_lora_adapters_are_drawn_from_the_fit_seed_whatever_the_global_generator():
+    adapters = []
+    for fit_seed, global_seed in ((4, 0), (4, 9), (5, 0)):
+        torch.manual_seed(global_seed)
+        model = _model_class("lora-encoder")(TINY)
+        model.fit_seed = fit_seed
+        model.build(SIZE, "cpu")
+        adapters.append(model.text.state_dict())
+    assert set(adapters[0]) and all(".lora_" in name for name in adapters[0])
+    assert not _changed(adapters[0], adapters[1])
+    assert _changed(adapters[0], adapters[2])
+
+
 # ------------------------------------------------------------------------------------- partial-encoder
 
 

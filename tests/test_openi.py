@@ -189,6 +189,24 @@ def test_samples_carry_the_real_text_and_boxes_inside_the_image(small):
 
 
 @needs_archive
+def test_a_class_drawn_on_both_sides_is_rendered_once_with_a_box_per_side(monkeypatch):
+    dataset = OpenISynthCXR(n_train=24, n_test=0, image_size=32, seed=0)
+    specs = [dataset.spec("train", i) for i in range(24)]
+    two_sided = [s for s in specs if len({f.label for f in s.findings}) < len(s.findings)]
+    assert two_sided, "the sample must hold a class drawn on both sides"
+    rendered: list[int] = []
+    real = openi.render_studies
+    monkeypatch.setattr(openi, "render_studies",
+                        lambda jobs, *args: rendered.append(len(jobs)) or real(jobs, *args))
+    samples = {s.id: s for s in dataset.split("train")}
+    assert sum(rendered) == len(specs)  # no study rendered a second time for its boxes
+    for spec in two_sided:
+        for finding in samples[spec.id].findings:
+            sides = {f.side for f in spec.findings if f.label == finding.label}
+            assert len(finding.boxes) >= len(sides)
+
+
+@needs_archive
 def test_an_effusion_is_drawn_in_its_box(small):
     train = small.split("train")
     size = small.image_size

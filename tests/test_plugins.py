@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from cxrbench.registry import build_registry
@@ -38,3 +40,5 @@ def test_strategy_is_fixed_by_the_model_id(registry):
 
     with pytest.raises(ValidationError):
         registry.model("frozen-encoder").cls({"train_text_encoder": True})
+    options = registry.model("frozen-encoder").cls({"attention_heads": 4}).options
+    assert pickle.loads(pickle.dumps(options)) == options  # options travel to worker processes

@@ -46,3 +46,16 @@ def test_paper_track_uses_the_last_40_of_50_ddim_steps():
     steps = get_track("paper").extraction.timesteps
     assert len(steps) == 40 and steps[0] == 781 and steps[-1] == 1
     assert all(a - b == 20 for a, b in zip(steps, steps[1:]))
+
+
+def test_a_track_reads_its_data_root_from_the_variable_it_names(monkeypatch, tmp_path):
+    paper, smoke = get_track("paper"), get_track("smoke")
+    monkeypatch.delenv(paper.data_root_env, raising=False)
+    assert paper.dataset_arguments() == paper.dataset.params
+    monkeypatch.setenv(paper.data_root_env, str(tmp_path))
+    assert paper.dataset_arguments() == {**paper.dataset.params, "root": str(tmp_path)}
+    assert "root" not in paper.dataset.params  # the definition (and hash) stays this machine-independent
+    renamed = dataclasses.replace(paper, data_root_env="CXRBENCH_OTHER_MIMIC_COPY")
+    monkeypatch.setenv("CXRBENCH_OTHER_MIMIC_COPY", str(tmp_path / "copy"))
+    assert renamed.dataset_arguments()["root"] == str(tmp_path / "copy")
+    assert smoke.data_root_env is None and smoke.dataset_arguments() == smoke.dataset.params

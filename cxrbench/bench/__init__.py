@@ -16,12 +16,10 @@ from cxrbench.bench.extraction import (
     MAX_ABS_DIFF,
     ExtractionSetup,
     build_extraction_setup,
-    ddim_extraction_timesteps,
     run_extraction_bench,
 )
 
-__all__ = ["ExtractionSetup", "add_arguments", "build_extraction_setup", "cmd_bench",
-           "ddim_extraction_timesteps", "run_extraction_bench"]
+__all__ = ["ExtractionSetup", "add_arguments", "build_extraction_setup", "cmd_bench", "run_extraction_bench"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import platform
 import statistics
@@ -32,20 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cxrbench.protocol import last_ddim_timesteps
+
 #: Hidden size of all-MiniLM-L6-v2, the default text encoder (the UNet's cross-attention width).
 MINILM_HIDDEN = 384
 #: The checks ``cxrbench bench extraction`` reports.
 MAX_ABS_DIFF = 1e-5
 MIN_SPEEDUP = 5.0
 MAX_CAPTURE_OVERHEAD = 1.2
-
-
-def ddim_extraction_timesteps(count: int = 40, ddim_steps: int = 50, total_train: int = 1000) -> tuple[int, ...]:
-    """The last ``count`` of ``ddim_steps`` DDIM steps on a ``total_train``-step schedule, latest first
-    (count 40: the seed paper's 781 ... 1). More than ``ddim_steps`` asks for a finer DDIM grid."""
-    ddim_steps = max(ddim_steps, count)
-    stride = total_train // ddim_steps
-    return tuple(sorted((i * stride + 1 for i in range(ddim_steps)), reverse=True)[-count:])
 
 
 @dataclass
@@ -111,7 +106,7 @@ def build_extraction_setup(images: int = 4, timesteps: int = 40, rows_per_forwar
     scheduler = DDPMScheduler(num_train_timesteps=opts.num_train_timesteps, beta_schedule=opts.beta_schedule)
     return ExtractionSetup(
         unet=unet, scheduler=scheduler, clean=clean.to(device), text=text.to(device), mask=mask.to(device),
-        timesteps=ddim_extraction_timesteps(timesteps), noise_seeds=[1000 + i for i in range(images)],
+        timesteps=last_ddim_timesteps(timesteps), noise_seeds=[1000 + i for i in range(images)],
         rows_per_forward=int(rows_per_forward or opts.extraction_rows_per_forward), device=torch.device(device),
     )
 
@@ -131,6 +126,55 @@ def _timer(device: Any) -> Callable[[Callable[[], Any]], tuple[float, Any]]:
     return run
 
 
+def _plain_and_captured_forwards(setup: ExtractionSetup, stack: contextlib.ExitStack
+                                 ) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(c)'s two forwards of the same rows: the UNet's own, and a copy of it with the capture processors
+    installed (entered on ``stack``) for the whole measurement, as extraction installs them once for all
+    its forwards; each captured forward sets its rows, as extraction does."""
+    import torch
+
+    from cxrbench.attention import capture_cross_attention
+
+    image, noisy, t, text, mask = setup.forward_inputs()
+
+    def plain() -> Any:
+        with torch.no_grad():
+            return setup.unet(noisy, t, encoder_hidden_states=text, encoder_attention_mask=mask).sample
+
+    capturing = copy.deepcopy(setup.unet)
+    store = stack.enter_context(capture_cross_attention(capturing))
+    store.accumulate(len(setup.clean))
+
+    def captured() -> Any:
+        with torch.no_grad():
+            store.set_rows(image)
+            return capturing(noisy, t, encoder_hidden_states=text, encoder_attention_mask=mask).sample
+
+    return plain, captured
+
+
+def _measure(setup: ExtractionSetup, repeats: int, warmup: int, plain: Callable[[], Any],
+             captured: Callable[[], Any]) -> tuple[dict[str, list[float]], float]:
+    """Seconds of every measured repetition of (a), (b) and (c)'s two forwards, and the largest difference
+    between the maps of (a) and (b)."""
+    timed = _timer(setup.device)
+    measured: dict[str, list[float]] = {"batched": [], "sequential": [], "plain": [], "captured": []}
+    maps: dict[str, Any] = {}
+    for repetition in range(warmup + repeats):
+        # Alternate which goes first, so that a burst of other load does not always hit the same one.
+        order = ("batched", "sequential") if repetition % 2 == 0 else ("sequential", "batched")
+        for name in order:
+            rows = setup.rows_per_forward if name == "batched" else 1
+            seconds, maps[name] = timed(functools.partial(setup.extract, rows))
+            if repetition >= warmup:
+                measured[name].append(seconds)
+        for name in (("plain", "captured") if repetition % 2 == 0 else ("captured", "plain")):
+            seconds, _ = timed(plain if name == "plain" else captured)
+            if repetition >= warmup:
+                measured[name].append(seconds)
+    return measured, float((maps["batched"] - maps["sequential"]).abs().max())
+
+
 def run_extraction_bench(images: int = 4, timesteps: int = 40, rows_per_forward: int | None = None,
                          repeats: int = 5, warmup: int = 1, device: str = "cpu",
                          threads: int | None = None) -> dict[str, Any]:
@@ -138,51 +182,37 @@ def run_extraction_bench(images: int = 4, timesteps: int = 40, rows_per_forward:
     docstring. Returns the figures as a JSON-ready dict."""
     import torch
 
-    from cxrbench.attention import capture_cross_attention
-
     if threads:
         torch.set_num_threads(int(threads))
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     setup = build_extraction_setup(images, timesteps, rows_per_forward, device)
-    timed = _timer(setup.device)
-    image, noisy, t, text, mask = setup.forward_inputs()
+    with contextlib.ExitStack() as stack:
+        plain, captured = _plain_and_captured_forwards(setup, stack)
+        measured, max_abs_diff = _measure(setup, repeats, warmup, plain, captured)
+    return {
+        **_bench_figures(measured, max_abs_diff, images),
+        "samples_s": {k: [round(x, 4) for x in v] for k, v in measured.items()},
+        "images": images,
+        "timesteps": len(setup.timesteps),
+        "timestep_values": list(setup.timesteps),
+        "rows_per_forward": setup.rows_per_forward,
+        "forwards_batched": -(-images * len(setup.timesteps) // setup.rows_per_forward),
+        "forwards_sequential": images * len(setup.timesteps),
+        "repeats": repeats,
+        "warmup": warmup,
+        "unet_parameters": sum(p.numel() for p in setup.unet.parameters()),
+        "device": str(setup.device),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
-    def plain() -> Any:
-        with torch.no_grad():
-            return setup.unet(noisy, t, encoder_hidden_states=text, encoder_attention_mask=mask).sample
 
-    # A copy of the UNet with the capture processors installed for the whole measurement, as extraction
-    # installs them once for all its forwards; each forward sets its rows, as extraction does.
-    capturing = copy.deepcopy(setup.unet)
-    stack = contextlib.ExitStack()
-    store = stack.enter_context(capture_cross_attention(capturing))
-    store.accumulate(images)
-
-    def captured() -> Any:
-        with torch.no_grad():
-            store.set_rows(image)
-            return capturing(noisy, t, encoder_hidden_states=text, encoder_attention_mask=mask).sample
-
-    measured: dict[str, list[float]] = {"batched": [], "sequential": [], "plain": [], "captured": []}
-    batched_maps = sequential_maps = None
-    for repetition in range(warmup + repeats):
-        # Alternate which goes first, so that a burst of other load does not always hit the same one.
-        order = ("batched", "sequential") if repetition % 2 == 0 else ("sequential", "batched")
-        for name in order:
-            seconds, maps = timed(lambda: setup.extract(setup.rows_per_forward if name == "batched" else 1))
-            if name == "batched":
-                batched_maps = maps
-            else:
-                sequential_maps = maps
-            if repetition >= warmup:
-                measured[name].append(seconds)
-        for name in (("plain", "captured") if repetition % 2 == 0 else ("captured", "plain")):
-            seconds, _ = timed(plain if name == "plain" else captured)
-            if repetition >= warmup:
-                measured[name].append(seconds)
-    stack.close()
+def _bench_figures(measured: dict[str, list[float]], max_abs_diff: float, images: int) -> dict[str, Any]:
+    """Speedup, capture overhead, the checks on them and the median seconds."""
     median = {k: statistics.median(v) for k, v in measured.items()}
-    max_abs_diff = float((batched_maps - sequential_maps).abs().max())
     speedup = median["sequential"] / median["batched"]
     overhead = median["captured"] / median["plain"]
     return {
@@ -200,20 +230,4 @@ def run_extraction_bench(images: int = 4, timesteps: int = 40, rows_per_forward:
         "sequential_s_per_image": round(median["sequential"] / images, 4),
         "plain_forward_s": round(median["plain"], 4),
         "captured_forward_s": round(median["captured"], 4),
-        "samples_s": {k: [round(x, 4) for x in v] for k, v in measured.items()},
-        "images": images,
-        "timesteps": len(setup.timesteps),
-        "timestep_values": list(setup.timesteps),
-        "rows_per_forward": setup.rows_per_forward,
-        "forwards_batched": -(-images * len(setup.timesteps) // setup.rows_per_forward),
-        "forwards_sequential": images * len(setup.timesteps),
-        "repeats": repeats,
-        "warmup": warmup,
-        "unet_parameters": sum(p.numel() for p in setup.unet.parameters()),
-        "device": str(setup.device),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_average_1min": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
-        "torch": torch.__version__,
-        "python": platform.python_version(),
     }

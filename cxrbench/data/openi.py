@@ -47,7 +47,15 @@ import numpy as np
 
 from cxrbench.data import synthcxr
 from cxrbench.data.schema import ALL_LABELS, FINDING_CLASSES, NO_FINDING, QUERY_WORDS, Box, Finding, Sample
-from cxrbench.data.synthcxr import SIDES, SPLITS, FindingSpec, StudySpec, check_dataset_sizes, render_studies
+from cxrbench.data.synthcxr import (
+    SIDES,
+    SPLITS,
+    FindingSpec,
+    StudySpec,
+    StudySplits,
+    check_dataset_sizes,
+    render_studies,
+)
 from cxrbench.errors import AssetUnavailable, DataError
 
 ARCHIVE_NAME = "NLMCXR_reports.tgz"
@@ -738,25 +746,7 @@ def draw_site(site: TagFinding, anatomy: synthcxr.Anatomy, entropy: list[int], p
     return replace(spec, phrase=phrase)
 
 
-def _box_specs(spec: StudySpec) -> list[tuple[int, StudySpec]]:
-    """Extra renders that yield the boxes of a class drawn twice (one FindingSpec per side).
-
-    The renderer keys a study's boxes by label, so of two FindingSpecs of one label only the last
-    one's boxes come back. For each earlier one (finding ``k``), an extra spec leaves out the later
-    FindingSpecs of its label, everything else (the heart included) unchanged, so finding ``k`` keeps
-    its position. Returns ``(k, extra spec)`` pairs.
-    """
-    labels = [f.label for f in spec.findings]
-    extra = []
-    for k, label in enumerate(labels):
-        later = {j for j in range(k + 1, len(labels)) if labels[j] == label}
-        if later:
-            kept = tuple(f for j, f in enumerate(spec.findings) if j not in later)
-            extra.append((k, replace(spec, findings=kept)))
-    return extra
-
-
-class OpenISynthCXR:
+class OpenISynthCXR(StudySplits):
     """SynthCXR-OpenI: real Open-i report text, SynthCXR images drawn to match each report's tags.
 
     Args:
@@ -791,24 +781,10 @@ class OpenISynthCXR:
         self._orders: dict[str, _Order] = {}
         self._specs: dict[tuple[str, int], StudySpec] = {}
 
-    def __repr__(self) -> str:
-        return (f"OpenISynthCXR(n_train={self.n_train}, n_test={self.n_test}, image_size={self.image_size}, "
-                f"seed={self.seed})")
-
     def params(self) -> dict[str, Any]:
         """The constructor arguments: ``OpenISynthCXR(**ds.params())`` builds the same dataset."""
         return {"n_train": self.n_train, "n_test": self.n_test, "image_size": self.image_size,
                 "seed": self.seed}
-
-    def _size_of(self, split: str) -> int:
-        if split not in SPLITS:
-            raise DataError(f"split must be one of {SPLITS}, but got {split!r}")
-        return self.n_train if split == "train" else self.n_test
-
-    def _check_index(self, split: str, index: int) -> None:
-        n = self._size_of(split)
-        if not 0 <= index < n:
-            raise DataError(f"index must be in [0, {n}) for split {split!r}, but got {index!r}")
 
     def study(self, split: str, index: int) -> OpenIStudy:
         """The Open-i report (id, prompt, findings and sites) behind study ``index`` of ``split``."""
@@ -838,36 +814,19 @@ class OpenISynthCXR:
 
     def _render(self, specs: list[StudySpec], labels: Collection[str] | None = None
                 ) -> list[tuple[np.ndarray, list[tuple[Box, ...]]]]:
-        """Images and per-FindingSpec boxes, rendered in batches of bounded size (``_box_specs``
-        supplies the boxes of classes drawn on both sides)."""
-        jobs: list[StudySpec] = list(specs)
-        fixes: list[tuple[int, int]] = []  # (study, finding) whose boxes come from an extra job
-        if labels is None:
-            for b, spec in enumerate(specs):
-                for k, extra in _box_specs(spec):
-                    fixes.append((b, k))
-                    jobs.append(extra)
+        """Images and per-FindingSpec boxes (a class drawn on both sides has a FindingSpec, and its boxes,
+        per side), rendered in batches of bounded size."""
         oversample = 2 if self.image_size <= 32 else 1  # as SynthCXR renders small images
         chunk = max(1, getattr(synthcxr, "_BATCH_PIXELS", 2**18) // (self.image_size * oversample) ** 2)
         rendered = []
-        for start in range(0, len(jobs), chunk):
-            rendered += render_studies(jobs[start:start + chunk], self.image_size, labels)
-        results = [(image, list(boxes)) for image, boxes in rendered[:len(specs)]]
-        for (b, k), (_, boxes) in zip(fixes, rendered[len(specs):]):
-            results[b][1][k] = boxes[k]
-        return results
+        for start in range(0, len(specs), chunk):
+            rendered += render_studies(specs[start:start + chunk], self.image_size, labels)
+        return [(image, list(boxes)) for image, boxes in rendered]
 
-    def split(self, split: str) -> list[Sample]:
-        """All samples of ``split`` ("train" or "test"), in index order; generated once and cached."""
-        n = self._size_of(split)
-        if split not in self._cache:
-            specs = [self.spec(split, i) for i in range(n)]
-            samples = []
-            for spec, (image, boxes) in zip(specs, self._render(specs)):
-                samples.append(Sample(id=spec.id, image=image, report=spec.report, split=split,
-                                      findings=_merge(spec.findings, boxes)))
-            self._cache[split] = samples
-        return self._cache[split]
+    def _samples(self, split: str, specs: list[StudySpec]) -> list[Sample]:
+        return [Sample(id=spec.id, image=image, report=spec.report, split=split,
+                       findings=_merge(spec.findings, boxes))
+                for spec, (image, boxes) in zip(specs, self._render(specs))]
 
     def render(self, split: str, index: int, labels: Collection[str] | None = None) -> np.ndarray:
         """Study ``index`` drawn with only the findings in ``labels`` (None: all; (): the normal patient)."""
@@ -875,16 +834,7 @@ class OpenISynthCXR:
 
     def fingerprint(self) -> str:
         """SHA-256 over both splits: ids, reports, labels, phrases, boxes and images quantized to uint8."""
-        header = f"{self.name}-v{self.version}|synthcxr-v{synthcxr.SynthCXR.version}|{self.image_size}"
-        digest = hashlib.sha256(header.encode())
-        for split in SPLITS:
-            for sample in self.split(split):
-                digest.update(sample.id.encode())
-                digest.update(sample.report.encode())
-                for f in sample.findings:
-                    digest.update(f"{f.label}|{f.phrase}|{[b.to_list() for b in f.boxes]}".encode())
-                digest.update(np.rint(sample.image * 255.0).astype(np.uint8).tobytes())
-        return digest.hexdigest()
+        return self._digest(f"{self.name}-v{self.version}|synthcxr-v{synthcxr.SynthCXR.version}|{self.image_size}")
 
 
 def _merge(drawn: tuple[FindingSpec, ...], boxes: list[tuple[Box, ...]]) -> tuple[Finding, ...]:

@@ -1531,7 +1531,61 @@ def check_dataset_sizes(owner: str, n_train: object, n_test: object, image_size:
             raise DataError(f"{owner} {arg} must be an integer >= {low}, but got {value!r}")
 
 
-class SynthCXR:
+class StudySplits:
+    """What the SynthCXR datasets share: ``n_train`` and ``n_test`` studies, study ``index`` of a split drawn
+    from ``(seed, split, index)``, rendered once per split. A subclass gives its constructor arguments
+    (``params``), the specification of a study (``spec``) and the samples of a split's specifications
+    (``_samples``)."""
+
+    n_train: int
+    n_test: int
+    _cache: dict[str, list[Sample]]
+
+    def params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def spec(self, split: str, index: int) -> StudySpec:
+        raise NotImplementedError
+
+    def _samples(self, split: str, specs: list[StudySpec]) -> list[Sample]:
+        raise NotImplementedError
+
+    def split(self, split: str) -> list[Sample]:
+        """All samples of ``split`` ("train" or "test"), in index order; generated once and cached."""
+        n = self._size_of(split)
+        if split not in self._cache:
+            self._cache[split] = self._samples(split, [self.spec(split, i) for i in range(n)])
+        return self._cache[split]
+
+    def _digest(self, header: str) -> str:
+        """SHA-256 of ``header`` and both splits: ids, reports, findings (label, phrase, boxes) and images
+        quantized to uint8."""
+        digest = hashlib.sha256(header.encode())
+        for split in SPLITS:
+            for sample in self.split(split):
+                digest.update(sample.id.encode())
+                digest.update(sample.report.encode())
+                for f in sample.findings:
+                    digest.update(f"{f.label}|{f.phrase}|{[b.to_list() for b in f.boxes]}".encode())
+                digest.update(np.rint(sample.image * 255.0).astype(np.uint8).tobytes())
+        return digest.hexdigest()
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.params().items())
+        return f"{type(self).__name__}({arguments})"
+
+    def _size_of(self, split: str) -> int:
+        if split not in SPLITS:
+            raise DataError(f"split must be one of {SPLITS}, but got {split!r}")
+        return self.n_train if split == "train" else self.n_test
+
+    def _check_index(self, split: str, index: int) -> None:
+        n = self._size_of(split)
+        if not 0 <= index < n:
+            raise DataError(f"index must be in [0, {n}) for split {split!r}, but got {index!r}")
+
+
+class SynthCXR(StudySplits):
     """SynthCXR v3: rendered PA chest radiographs, reports and boxes, deterministic from ``seed``.
 
     Args:
@@ -1566,42 +1620,26 @@ class SynthCXR:
         self.support_devices = support_devices
         self._cache: dict[str, list[Sample]] = {}
 
-    def __repr__(self) -> str:
-        return (f"SynthCXR(n_train={self.n_train}, n_test={self.n_test}, image_size={self.image_size}, "
-                f"seed={self.seed}, support_devices={self.support_devices})")
-
     def params(self) -> dict[str, Any]:
         """The constructor arguments: ``SynthCXR(**ds.params())`` builds the same dataset."""
         return {"n_train": self.n_train, "n_test": self.n_test, "image_size": self.image_size,
                 "seed": self.seed, "support_devices": self.support_devices}
 
-    def _size_of(self, split: str) -> int:
-        if split not in SPLITS:
-            raise DataError(f"split must be one of {SPLITS}, but got {split!r}")
-        return self.n_train if split == "train" else self.n_test
-
     def spec(self, split: str, index: int) -> StudySpec:
         """The specification (anatomy, findings, report) of study ``index`` of ``split``."""
-        n = self._size_of(split)
-        if not 0 <= index < n:
-            raise DataError(f"index must be in [0, {n}) for split {split!r}, but got {index!r}")
+        self._check_index(split, index)
         return study_spec(self.seed, split, index, self.support_devices)
 
-    def split(self, split: str) -> list[Sample]:
-        """All samples of ``split`` ("train" or "test"), in index order; generated once and cached."""
-        n = self._size_of(split)
-        if split not in self._cache:
-            specs = [study_spec(self.seed, split, i, self.support_devices) for i in range(n)]
-            chunk = max(1, _BATCH_PIXELS // (self.image_size * _oversampling(self.image_size)) ** 2)
-            samples: list[Sample] = []
-            for start in range(0, n, chunk):
-                batch = specs[start:start + chunk]
-                for spec, (image, boxes) in zip(batch, render_studies(batch, self.image_size)):
-                    findings = tuple(Finding(f.label, f.phrase, b) for f, b in zip(spec.findings, boxes))
-                    samples.append(Sample(id=spec.id, image=image, report=spec.report, split=split,
-                                          findings=findings))
-            self._cache[split] = samples
-        return self._cache[split]
+    def _samples(self, split: str, specs: list[StudySpec]) -> list[Sample]:
+        chunk = max(1, _BATCH_PIXELS // (self.image_size * _oversampling(self.image_size)) ** 2)
+        samples: list[Sample] = []
+        for start in range(0, len(specs), chunk):
+            batch = specs[start:start + chunk]
+            for spec, (image, boxes) in zip(batch, render_studies(batch, self.image_size)):
+                findings = tuple(Finding(f.label, f.phrase, b) for f, b in zip(spec.findings, boxes))
+                samples.append(Sample(id=spec.id, image=image, report=spec.report, split=split,
+                                      findings=findings))
+        return samples
 
     def render(self, split: str, index: int, labels: Collection[str] | None = None) -> np.ndarray:
         """Study ``index`` drawn with only the findings in ``labels`` (None: all; (): the normal patient)."""
@@ -1610,16 +1648,8 @@ class SynthCXR:
 
     def fingerprint(self) -> str:
         """SHA-256 over both splits: ids, reports, labels, phrases, boxes and images quantized to uint8."""
-        digest = hashlib.sha256(f"synthcxr-v{self.version}|{self.image_size}|{self.support_devices}".encode())
-        for split in SPLITS:
-            for sample in self.split(split):
-                digest.update(sample.id.encode())
-                digest.update(sample.report.encode())
-                for f in sample.findings:
-                    digest.update(f"{f.label}|{f.phrase}|{[b.to_list() for b in f.boxes]}".encode())
-                digest.update(np.rint(sample.image * 255.0).astype(np.uint8).tobytes())
-        return digest.hexdigest()
+        return self._digest(f"synthcxr-v{self.version}|{self.image_size}|{self.support_devices}")
 
 
-__all__ = ["SynthCXR", "StudySpec", "FindingSpec", "DeviceSpec", "DEVICE_KINDS", "PATTERNS", "Anatomy",
+__all__ = ["SynthCXR", "StudySplits", "StudySpec", "FindingSpec", "DeviceSpec", "DEVICE_KINDS", "PATTERNS", "Anatomy",
            "render_study", "render_studies", "study_spec", "SPLITS", "ZONES", "SIDES", "SEVERITIES"]

@@ -28,7 +28,6 @@ first, so a device or feature of the ``anatomy`` study may not fit the caption, 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,11 +38,11 @@ from cxrbench.data import synthcxr
 from cxrbench.data.schema import Sample
 from cxrbench.data.synthcxr import (
     SIDES,
-    SPLITS,
     Anatomy,
     DeviceSpec,
     LesionSpec,
     StudySpec,
+    StudySplits,
     _pick,
     _sample_point,
     _sentence,
@@ -286,7 +285,7 @@ def base_study_spec(seed: int, split: str, index: int, variant: str = "anatomy")
                      lesions=tuple(_lesion(lesion_rng, item, anatomy) for item in lesions))
 
 
-class SynthCXRBase:
+class SynthCXRBase(StudySplits):
     """SynthCXR-Base: finding-free films captioned with anatomy, devices (and lesions), for pretraining.
 
     Args:
@@ -317,50 +316,27 @@ class SynthCXRBase:
         self.image_size, self.seed, self.variant = int(image_size), int(seed), variant
         self._cache: dict[str, list[Sample]] = {}
 
-    def __repr__(self) -> str:
-        return (f"SynthCXRBase(n_train={self.n_train}, n_test={self.n_test}, image_size={self.image_size}, "
-                f"seed={self.seed}, variant={self.variant!r})")
-
     def params(self) -> dict[str, Any]:
         """The constructor arguments: ``SynthCXRBase(**ds.params())`` builds the same dataset."""
         return {"n_train": self.n_train, "n_test": self.n_test, "image_size": self.image_size,
                 "seed": self.seed, "variant": self.variant}
 
-    def _size_of(self, split: str) -> int:
-        if split not in SPLITS:
-            raise DataError(f"split must be one of {SPLITS}, but got {split!r}")
-        return self.n_train if split == "train" else self.n_test
-
     def spec(self, split: str, index: int) -> StudySpec:
         """The specification (anatomy, devices, lesions, caption) of study ``index`` of ``split``."""
-        n = self._size_of(split)
-        if not 0 <= index < n:
-            raise DataError(f"index must be in [0, {n}) for split {split!r}, but got {index!r}")
+        self._check_index(split, index)
         return base_study_spec(self.seed, split, index, self.variant)
 
-    def split(self, split: str) -> list[Sample]:
-        """All samples of ``split`` ("train" or "test"), in index order; generated once and cached."""
-        n = self._size_of(split)
-        if split not in self._cache:
-            specs = [base_study_spec(self.seed, split, i, self.variant) for i in range(n)]
-            images = _render(specs, self.image_size)
-            self._cache[split] = [Sample(id=s.id, image=image, report=s.report, split=split)
-                                  for s, image in zip(specs, images)]
-        return self._cache[split]
+    def _samples(self, split: str, specs: list[StudySpec]) -> list[Sample]:
+        images = _render(specs, self.image_size)
+        return [Sample(id=s.id, image=image, report=s.report, split=split) for s, image in zip(specs, images)]
 
     def render(self, split: str, index: int, labels: Collection[str] | None = None) -> np.ndarray:
         """Study ``index`` (``labels`` is accepted for the dataset interface: there are no findings)."""
         return _render([self.spec(split, index)], self.image_size, labels)[0]
 
     def fingerprint(self) -> str:
-        """SHA-256 over both splits: ids, captions and images quantized to uint8."""
-        digest = hashlib.sha256(f"{self.name}-v{self.version}|{self.variant}|{self.image_size}".encode())
-        for split in SPLITS:
-            for sample in self.split(split):
-                digest.update(sample.id.encode())
-                digest.update(sample.report.encode())
-                digest.update(np.rint(sample.image * 255.0).astype(np.uint8).tobytes())
-        return digest.hexdigest()
+        """SHA-256 over both splits: ids, captions and images quantized to uint8 (there are no findings)."""
+        return self._digest(f"{self.name}-v{self.version}|{self.variant}|{self.image_size}")
 
 
 def _render(specs: list[StudySpec], size: int, labels: Collection[str] | None = None) -> list[np.ndarray]:

@@ -4,13 +4,12 @@ A diffusers ``UNet2DConditionModel`` trained from scratch on the pixel-unshuffle
 ``cxrbench.diffusion.unet``), conditioned on a pretrained text encoder's last hidden state (see
 ``cxrbench.diffusion.text``), trained with the DDPM epsilon loss (``training``), sampled with DDIM
 (``sampling``), and localizing with its cross-attention (``cxrbench.attention``). An encoder strategy is
-a subclass that sets ``model_id`` and its options' defaults, or overrides ``build_text_conditioner``::
+a subclass that sets ``model_id`` and its options' defaults, or overrides ``build_text_conditioner``. A
+strategy whose model id says whether the encoder trains fixes it with a class keyword (its ``Options``
+then accept only that value, see ``fixed_text_encoder``)::
 
-    class FrozenEncoderModel(DiffusionModel):
+    class FrozenEncoderModel(DiffusionModel, train_text_encoder=False):
         model_id = "frozen-encoder"
-
-        class Options(DiffusionOptions):
-            train_text_encoder: bool = False
 
 Models built from other components (a pretrained UNet, a VAE latent space, another tokenizer and
 encoder: the Stable Diffusion plugin) override ``build`` to set ``unet``, ``text``, ``noise_scheduler``
@@ -21,13 +20,14 @@ accumulation and EMA; fit, generate, localize, save and load then work unchanged
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, create_model
 
 from cxrbench.attention import extract_cross_attention, token_group_maps, token_group_weights
 from cxrbench.data.schema import Sample
@@ -90,15 +90,52 @@ class DiffusionOptions(ModelOptions):
     )
 
 
+def fixed_text_encoder(options: type[ModelOptions], trainable: bool) -> type[ModelOptions]:
+    """``options`` with ``train_text_encoder`` fixed to ``trainable`` (a ``Literal``): for a model id that
+    names its strategy, so every result of the id records the value it ran with and no option can change
+    it. The other fields (their order and defaults) are those of ``options``."""
+    if "train_text_encoder" not in options.model_fields:
+        raise TypeError(f"{options.__qualname__} has no train_text_encoder option to fix")
+    value_type = Literal[True] if trainable else Literal[False]
+    fixed = create_model("Options", __base__=options, __module__=options.__module__,
+                         train_text_encoder=(value_type, trainable))
+    fixed.__qualname__ = f"{options.__qualname__}[train_text_encoder={trainable}]"
+    return fixed
+
+
+@contextmanager
+def seeded_torch_draws(seed: int) -> Iterator[None]:
+    """Inside the block, torch's global CPU generator draws from ``seed``; after it, its state is what it
+    was before. For weights a library initializes from the global generator (peft's adapters, a
+    transformers model built from a config): they come from ``seed`` alone, and the draws the caller
+    makes afterwards (the UNet's initialization) are those it would make without them."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 class DiffusionModel(Model):
-    """Text-to-image diffusion with cross-attention localization; subclasses choose the text strategy."""
+    """Text-to-image diffusion with cross-attention localization; subclasses choose the text strategy.
+
+    ``class M(DiffusionModel, train_text_encoder=True)`` fixes ``M.Options``' ``train_text_encoder``
+    (``fixed_text_encoder``), whether ``M`` defines ``Options`` or inherits them.
+    """
 
     capabilities: ClassVar[frozenset[str]] = frozenset({GENERATE, LOCALIZE})
     Options: ClassVar[type[ModelOptions]] = DiffusionOptions
     description: ClassVar[str] = "Small diffusers UNet on pixel-unshuffled images, pretrained text encoder."
 
+    def __init_subclass__(cls, train_text_encoder: bool | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if train_text_encoder is not None:
+            cls.Options = fixed_text_encoder(cls.Options, train_text_encoder)
+            # Named as a nested class would be, so that pickle finds it (options sent to worker processes).
+            cls.Options.__module__, cls.Options.__qualname__ = cls.__module__, f"{cls.__qualname__}.Options"
+
     def __init__(self, options: ModelOptions | dict[str, Any] | None = None) -> None:
         super().__init__(options)
+        #: ``FitContext.seed`` of the fit that built the model (None: built by ``load`` or directly).
+        self.fit_seed: int | None = None
         self.unet: torch.nn.Module | None = None
         self.text: TextConditioner | None = None
         self.noise_scheduler: Any = None
@@ -112,6 +149,12 @@ class DiffusionModel(Model):
         self.raw_unet_state: dict[str, torch.Tensor] | None = None
 
     # ----------------------------------------------------------------------------------- building
+
+    def component_seed(self, component: str) -> int:
+        """The seed of a component's random initial weights drawn in ``build`` (LoRA's adapters):
+        ``derive_seed(FitContext.seed, component)`` in ``fit``. A model built outside a fit uses seed 0;
+        one rebuilt by ``load`` then replaces what it drew with its saved weights."""
+        return derive_seed(0 if self.fit_seed is None else self.fit_seed, component)
 
     def build_text_conditioner(self) -> TextConditioner:
         """The text strategy: the pretrained encoder, frozen or trainable per ``train_text_encoder``."""
@@ -202,8 +245,9 @@ class DiffusionModel(Model):
     def fit(self, train: Sequence[Sample], budget: TrainingBudget, context: FitContext) -> None:
         """Train the UNet (and the encoder when trainable) for exactly ``budget.steps`` steps.
 
-        Deterministic for a seed: ``torch.manual_seed(context.seed)`` before the weights are made, and
-        every random draw of training comes from generators seeded from ``context.seed``. The training
+        Deterministic for a seed: ``torch.manual_seed(context.seed)`` before the weights are made (a
+        component that draws its own weights seeds them from ``component_seed``), and every random draw
+        of training comes from generators seeded from ``context.seed``. The training
         images are brought into the sample space once (``SampleSpace.encode_training_set``). With an
         EMA decay, the UNet ends up holding the moving average (what generate and localize use) and
         ``raw_unet_state`` the last step's weights.
@@ -211,6 +255,7 @@ class DiffusionModel(Model):
         if not train:
             raise ProtocolError("train must hold at least one sample, but got none")
         torch.manual_seed(context.seed)
+        self.fit_seed = context.seed
         self.build(context.image_size, context.device)
         if context.base is not None:
             self.start_from_base(context.base)

@@ -257,33 +257,13 @@ def train_denoiser(
     batch; the averaged gradients make each step that of one process up to float rounding.
     """
     device = next(unet.parameters()).device
-    batches = batch_indices(len(prompts), budget.batch_size,
-                            torch.Generator().manual_seed(derive_seed(context.seed, "batches")))
-    draws = torch.Generator().manual_seed(derive_seed(context.seed, "noise"))
+    batches, draws = _seeded_draws(len(prompts), budget.batch_size, context.seed)
     settings = step_settings(unet, text, budget, text_learning_rate, max_grad_norm, mixed_precision,
                              micro_batch_size, ema)
+    checkpoints, parts, start, losses = _resumable_fit(
+        unet, text, clean_samples, prompts, budget, context, settings, text_learning_rate, batches, draws)
     procs = processes()
-    parts: dict[str, Any] = {"unet": unet, "optimizer": settings.optimizer, "schedule": settings.schedule,
-                             "scaler": settings.scaler, "batches": batches, "draws": GeneratorState(draws)}
-    if text.parameters():
-        parts["text_encoder"] = text
-    if ema is not None:
-        parts["ema"] = ema
-    key = training_key(
-        seed=context.seed, budget=budget.to_dict(), samples=list(clean_samples.shape),
-        prompts=hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
-        weights=[[n, list(p.shape)] for n, p in unet.named_parameters()], text_weights=len(text.parameters()),
-        text_learning_rate=text_learning_rate, max_grad_norm=max_grad_norm, mixed_precision=mixed_precision,
-        micro_batch_size=micro_batch_size, ema=ema is not None,
-        base=context.base.sha256 if context.base is not None else None,
-    )
-    checkpoints = TrainingCheckpoints(context.checkpoint_dir, key, context.checkpoint_every, write=procs.is_main)
-    start, losses = checkpoints.restore(parts)
-    if procs.distributed:
-        model = _data_parallel(unet, text, device)
-    else:
-        model = compiled(unet) if compile_unet else unet
-
+    model = _data_parallel(unet, text, device) if procs.distributed else _forward_model(unet, compile_unet)
     unet.train()
     for step in range(start, budget.steps):
         if before_step is not None:
@@ -298,6 +278,60 @@ def train_denoiser(
     _unwrap_text(text)
     unet.eval()
     return losses
+
+
+def _forward_model(unet: torch.nn.Module, compile_unet: bool) -> Any:
+    """What runs the UNet's training forwards in one process: the UNet, or its ``torch.compile`` form."""
+    return compiled(unet) if compile_unet else unet
+
+
+def _seeded_draws(num_samples: int, batch_size: int, seed: int) -> tuple[Any, torch.Generator]:
+    """The batch order and the generator of every step's draws, seeded from the fit's ``seed``. A fit makes
+    them before its optimizer: made after it, some fits (learnable-then-frozen on the smoke track) end
+    with other last bits in their floats."""
+    batches = batch_indices(num_samples, batch_size, torch.Generator().manual_seed(derive_seed(seed, "batches")))
+    return batches, torch.Generator().manual_seed(derive_seed(seed, "noise"))
+
+
+def _resumable_fit(
+    unet: torch.nn.Module, text: TextConditioner, clean_samples: torch.Tensor, prompts: Sequence[str],
+    budget: TrainingBudget, context: FitContext, settings: StepSettings, text_learning_rate: float,
+    batches: Any, draws: torch.Generator,
+) -> tuple[TrainingCheckpoints, dict[str, Any], int, list[float]]:
+    """The fit's checkpoints, restored from the latest one there is: (checkpoints, what a checkpoint holds,
+    the first step to run, the losses of the steps before it)."""
+    parts = _checkpoint_parts(unet, text, settings, batches, draws)
+    key = _fit_key(unet, text, clean_samples, prompts, budget, context, settings, text_learning_rate)
+    checkpoints = TrainingCheckpoints(context.checkpoint_dir, key, context.checkpoint_every,
+                                      write=processes().is_main)
+    start, losses = checkpoints.restore(parts)
+    return checkpoints, parts, start, losses
+
+
+def _checkpoint_parts(unet: torch.nn.Module, text: TextConditioner, settings: StepSettings, batches: Any,
+                      draws: torch.Generator) -> dict[str, Any]:
+    """What a training checkpoint holds: the UNet, a trainable encoder, optimizer, schedule, scaler, the
+    batch order, the draws' generator and the EMA."""
+    parts: dict[str, Any] = {"unet": unet, "optimizer": settings.optimizer, "schedule": settings.schedule,
+                             "scaler": settings.scaler, "batches": batches, "draws": GeneratorState(draws)}
+    if text.parameters():
+        parts["text_encoder"] = text
+    if settings.ema is not None:
+        parts["ema"] = settings.ema
+    return parts
+
+
+def _fit_key(unet: torch.nn.Module, text: TextConditioner, clean_samples: torch.Tensor, prompts: Sequence[str],
+             budget: TrainingBudget, context: FitContext, settings: StepSettings, text_learning_rate: float) -> Any:
+    """The ``training_key`` of a fit: what its checkpoints must have been written with to resume it."""
+    return training_key(
+        seed=context.seed, budget=budget.to_dict(), samples=list(clean_samples.shape),
+        prompts=hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
+        weights=[[n, list(p.shape)] for n, p in unet.named_parameters()], text_weights=len(text.parameters()),
+        text_learning_rate=text_learning_rate, max_grad_norm=settings.max_grad_norm,
+        mixed_precision=settings.mixed_precision, micro_batch_size=settings.micro_batch_size,
+        ema=settings.ema is not None, base=context.base.sha256 if context.base is not None else None,
+    )
 
 
 def _draw_batch(

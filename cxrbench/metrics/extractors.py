@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,21 @@ def _load_into(network: nn.Module, state_dict: dict[str, torch.Tensor], label: s
         network.load_state_dict(state_dict)
     except RuntimeError as exc:
         raise AssetUnavailable(f"{label} weights at {path} do not fit the architecture: {_excerpt(exc)}") from None
+
+
+def _network_with_weights(build: Callable[[], nn.Module], label: str, variable: str, path: str | Path | None,
+                          read_state: Callable[[Path], dict[str, torch.Tensor]]) -> tuple[nn.Module, Path]:
+    """``build()`` with the weights of ``path`` (else of the environment ``variable``) loaded, and that
+    file. The file is found and read before the network is built.
+
+    Raises:
+        AssetUnavailable: no path configured, the file is missing, or its tensors do not fit.
+    """
+    weights = resolve_weights(label, variable, path)
+    state_dict = read_state(weights)
+    network = build()
+    _load_into(network, state_dict, label, weights)
+    return network, weights
 
 
 class _LocalWeightsExtractor:
@@ -188,6 +204,14 @@ class _Pool3(nn.Module):
         return self.blocks(x).flatten(1)
 
 
+def _inception_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    state_dict = _read_weights(path, "Inception")
+    if not isinstance(state_dict, dict):
+        raise AssetUnavailable(f"Inception weights at {path} hold a {type(state_dict).__name__}, "
+                               "not a state dict")
+    return state_dict
+
+
 class InceptionExtractor(_LocalWeightsExtractor):
     """pytorch-fid's Inception-V3 pool3 features (2048-d) from a local weights file.
 
@@ -215,13 +239,8 @@ class InceptionExtractor(_LocalWeightsExtractor):
         Raises:
             AssetUnavailable: no path configured, the file is missing, or its tensors do not fit.
         """
-        weights = resolve_weights("Inception", INCEPTION_WEIGHTS_ENV, path)
-        state_dict = _read_weights(weights, "Inception")
-        if not isinstance(state_dict, dict):
-            raise AssetUnavailable(f"Inception weights at {weights} hold a {type(state_dict).__name__}, "
-                                   "not a state dict")
-        network = fid_inception_architecture()
-        _load_into(network, state_dict, "Inception", weights)
+        network, weights = _network_with_weights(fid_inception_architecture, "Inception", INCEPTION_WEIGHTS_ENV,
+                                                 path, _inception_state_dict)
         return cls(_Pool3(network), weights, _sha256(weights), batch_size)
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -299,10 +318,10 @@ class XRVExtractor(_LocalWeightsExtractor):
             AssetUnavailable: torchxrayvision is not installed, no path is configured, the file is
                 missing, or its tensors do not fit.
         """
-        network = xrv_densenet_architecture()
-        weights = resolve_weights(XRV_LABEL, XRV_WEIGHTS_ENV, path)
-        _load_into(network, _xrv_state_dict(weights), XRV_LABEL, weights)
-        spec = _import_xrv().models.model_urls[XRV_WEIGHTS_NAME]
+        xrv = _import_xrv()  # a missing package is reported before missing weights
+        network, weights = _network_with_weights(xrv_densenet_architecture, XRV_LABEL, XRV_WEIGHTS_ENV, path,
+                                                 _xrv_state_dict)
+        spec = xrv.models.model_urls[XRV_WEIGHTS_NAME]
         network.op_threshs = torch.tensor(spec["op_threshs"], dtype=torch.float32)
         return cls(network, weights, _sha256(weights), batch_size)
 

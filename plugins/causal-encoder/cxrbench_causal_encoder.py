@@ -19,12 +19,17 @@ the whole prompt, as CLIP's ``<|endoftext|>`` is.
 """
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from pydantic import Field
 
-from cxrbench.diffusion import DiffusionModel, DiffusionOptions, TextConditioner, load_text_encoder
+from cxrbench.diffusion import (
+    DiffusionModel,
+    DiffusionOptions,
+    TextConditioner,
+    load_text_encoder,
+    seeded_torch_draws,
+)
 from cxrbench.errors import ProtocolError
 from cxrbench.hookspecs import hookimpl
 
@@ -61,8 +66,7 @@ def build_causal_encoder(tokenizer, opts: CausalEncoderOptions) -> torch.nn.Modu
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(opts.encoder_seed)
+    with seeded_torch_draws(opts.encoder_seed):
         return CLIPTextModel(config)
 
 
@@ -78,28 +82,19 @@ class CausalEncoderModel(DiffusionModel):
         return TextConditioner(tokenizer, encoder, self.options.max_tokens, self.options.train_text_encoder)
 
 
-class CausalEncoderFrozenModel(CausalEncoderModel):
+#: What both causal-encoder models are; each description ends with what learns.
+DESCRIPTION = ("Diffusion UNet on pixel-unshuffled images; small CLIP-style causal text transformer, "
+               "random from a fixed seed ")
+
+
+class CausalEncoderFrozenModel(CausalEncoderModel, train_text_encoder=False):
     model_id = "causal-encoder-frozen"
-    description = (
-        "Diffusion UNet on pixel-unshuffled images; small CLIP-style causal text transformer, random from a "
-        "fixed seed and frozen (embeddings cached); only the UNet learns."
-    )
-
-    class Options(CausalEncoderOptions):
-        #: Fixed: the model id names the strategy, so every result of this id used it.
-        train_text_encoder: Literal[False] = False
+    description = DESCRIPTION + "and frozen (embeddings cached); only the UNet learns."
 
 
-class CausalEncoderLearnableModel(CausalEncoderModel):
+class CausalEncoderLearnableModel(CausalEncoderModel, train_text_encoder=True):
     model_id = "causal-encoder-learnable"
-    description = (
-        "Diffusion UNet on pixel-unshuffled images; small CLIP-style causal text transformer, random from a "
-        "fixed seed and trained jointly with the UNet."
-    )
-
-    class Options(CausalEncoderOptions):
-        #: Fixed: the model id names the strategy, so every result of this id used it.
-        train_text_encoder: Literal[True] = True
+    description = DESCRIPTION + "and trained jointly with the UNet."
 
 
 @hookimpl

@@ -10,7 +10,7 @@ Learnable then frozen: the state stays as the switch left it. ``round`` is Pytho
 """
 
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -20,13 +20,12 @@ from cxrbench.model import TrainingBudget
 
 
 class EncoderScheduleOptions(DiffusionOptions):
-    #: Fixed: the encoder's weights are trained (during part of the budget), and saved with the model.
-    train_text_encoder: Literal[True] = True
     switch_fraction: float = Field(0.5, ge=0, le=1, description="part of the budget before the switch")
 
 
-class ScheduledEncoderModel(DiffusionModel):
-    """The encoder learns before the switch step (``learns_first``) or after it."""
+class ScheduledEncoderModel(DiffusionModel, train_text_encoder=True):
+    """The encoder learns before the switch step (``learns_first``) or after it. ``train_text_encoder`` is
+    fixed to true: the encoder's weights are trained (during part of the budget) and saved with the model."""
 
     capabilities = frozenset({"generate", "localize"})
     Options = EncoderScheduleOptions

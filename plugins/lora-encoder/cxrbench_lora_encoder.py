@@ -9,16 +9,19 @@ hold only the adapter weights.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import torch
 from pydantic import Field
 
-from cxrbench.data.schema import Sample
-from cxrbench.diffusion import DiffusionModel, DiffusionOptions, TextConditioner, load_text_encoder
+from cxrbench.diffusion import (
+    DiffusionModel,
+    DiffusionOptions,
+    TextConditioner,
+    load_text_encoder,
+    seeded_torch_draws,
+)
 from cxrbench.hookspecs import hookimpl
-from cxrbench.model import FitContext, TrainingBudget
-from cxrbench.protocol import derive_seed
+from cxrbench.model import FitContext, Sample, TrainingBudget
 
 #: peft's name for the adapter weights (``lora_A``, ``lora_B``) and their dropout.
 ADAPTER_MARK = "lora_"
@@ -28,7 +31,7 @@ def is_adapter_weight(name: str) -> bool:
     return ADAPTER_MARK in name
 
 
-class LoraEncoderModel(DiffusionModel):
+class LoraEncoderModel(DiffusionModel, train_text_encoder=True):
     model_id = "lora-encoder"
     capabilities = frozenset({"generate", "localize"})
     description = (
@@ -36,9 +39,8 @@ class LoraEncoderModel(DiffusionModel):
         "adapters (LoRA) on its attention projections learned jointly with the UNet."
     )
 
+    # train_text_encoder is fixed to true: the adapters train, the base weights never do.
     class Options(DiffusionOptions):
-        #: Fixed: the model id names the strategy (the adapters train, the base weights never do).
-        train_text_encoder: Literal[True] = True
         rank: int = Field(8, ge=1, description="rank of the adapters (peft r)")
         alpha: float = Field(16.0, gt=0, description="adapter scale numerator: updates scale by alpha / rank")
         dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input while training")
@@ -55,10 +57,9 @@ class LoraEncoderModel(DiffusionModel):
         tokenizer, encoder = load_text_encoder(opts.text_encoder_path)
         config = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
                             target_modules=list(opts.target_modules))
-        # The adapters' random initialization comes from its own generator seeded by the fit's seed, so
-        # the UNet gets the same initial weights as under every other encoder strategy.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(torch.initial_seed(), "lora"))
+        # The adapters' random initialization is drawn from a seed of their own, derived from the fit's
+        # seed, so the UNet gets the same initial weights as under every other encoder strategy.
+        with seeded_torch_draws(self.component_seed("lora")):
             encoder = inject_adapter_in_model(config, encoder)
         return TextConditioner(tokenizer, encoder, opts.max_tokens, trainable=True,
                                trainable_weights=is_adapter_weight)

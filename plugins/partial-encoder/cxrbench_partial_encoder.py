@@ -7,7 +7,6 @@ states are fixed, the top layers may still move information between tokens.
 """
 
 from collections.abc import Callable
-from typing import Literal
 
 from pydantic import Field
 
@@ -16,7 +15,7 @@ from cxrbench.errors import ProtocolError
 from cxrbench.hookspecs import hookimpl
 
 
-class PartialEncoderModel(DiffusionModel):
+class PartialEncoderModel(DiffusionModel, train_text_encoder=True):
     model_id = "partial-encoder"
     capabilities = frozenset({"generate", "localize"})
     description = (
@@ -25,8 +24,6 @@ class PartialEncoderModel(DiffusionModel):
     )
 
     class Options(DiffusionOptions):
-        #: Fixed: the model id names the strategy, so every result of this id used it.
-        train_text_encoder: Literal[True] = True
         trainable_layers: int = Field(2, ge=1, description="how many of the encoder's last layers learn")
 
     def build_text_conditioner(self) -> TextConditioner:

@@ -146,28 +146,18 @@ class StableDiffusionModel(DiffusionModel):
         }
 
 
-class SDFrozenEncoderModel(StableDiffusionModel):
+#: What both Stable Diffusion models are; each description ends with what learns.
+DESCRIPTION = "Stable Diffusion from a local diffusers folder, fine-tuned in the VAE latent space: "
+
+
+class SDFrozenEncoderModel(StableDiffusionModel, train_text_encoder=False):
     model_id = "sd-frozen-encoder"
-    description = (
-        "Stable Diffusion from a local diffusers folder, fine-tuned in the VAE latent space: "
-        "the CLIP text encoder stays frozen; only the UNet learns."
-    )
-
-    class Options(StableDiffusionOptions):
-        #: Fixed: the model id names the strategy, so every result of this id used it.
-        train_text_encoder: Literal[False] = False
+    description = DESCRIPTION + "the CLIP text encoder stays frozen; only the UNet learns."
 
 
-class SDLearnableEncoderModel(StableDiffusionModel):
+class SDLearnableEncoderModel(StableDiffusionModel, train_text_encoder=True):
     model_id = "sd-learnable-encoder"
-    description = (
-        "Stable Diffusion from a local diffusers folder, fine-tuned in the VAE latent space: "
-        "the CLIP text encoder is fine-tuned jointly with the UNet."
-    )
-
-    class Options(StableDiffusionOptions):
-        #: Fixed: the model id names the strategy, so every result of this id used it.
-        train_text_encoder: Literal[True] = True
+    description = DESCRIPTION + "the CLIP text encoder is fine-tuned jointly with the UNet."
 
 
 @hookimpl

@@ -171,6 +171,15 @@ class RealDataset:
             params["resized_copy"] = self.resized_copy
         return params
 
+    def _add_box(self, boxes: dict[str, list[Any]], classes: dict[str, str | None], name: str, box: Any) -> None:
+        """Add ``box``, of the dataset's class ``name``, to ``boxes`` under its benchmark class
+        (``classes[name]``); a box of a class outside the eight is counted in ``skipped`` instead."""
+        mapped = classes[name]
+        if mapped is not None:
+            boxes.setdefault(mapped, []).append(box)
+        else:
+            self.skipped[BOX_OTHER_CLASS] += 1
+
     def _move_boxes(self, boxes: list[tuple[float, float, float, float]],
                     frame: tuple[float, float]) -> tuple[Box, ...]:
         """``transform_boxes``, counting in ``skipped`` the boxes the centre crop removes and the

@@ -104,6 +104,31 @@ class _Index:
     phrases: list[_Phrase]
 
 
+def _ms_cxr_box(row: Row, frames: dict[str, tuple[tuple[float, float], int]]
+                ) -> tuple[str, str, tuple[float, float, float, float], tuple[float, float]]:
+    """(class, phrase, box x, y, w, h, image frame) of an MS-CXR row, checked; ``frames`` holds the frame
+    (and first line) of every image read so far, which all its rows must share."""
+    dicom = row.text("dicom_id")
+    category = row.text("category_name")
+    if category not in FINDING_CLASSES:
+        raise row.error(f"column 'category_name' is {category!r}, not one of the MS-CXR classes "
+                        f"{list(FINDING_CLASSES)}")
+    text = row.text("label_text")
+    x, y = row.float("x"), row.float("y")
+    w, h = row.float("w"), row.float("h")
+    frame = (row.positive("image_width"), row.positive("image_height"))
+    assert x is not None and y is not None and w is not None and h is not None
+    problem = box_problem(x, y, w, h, *frame)
+    if problem:
+        raise row.error(problem)
+    if dicom in frames and frames[dicom][0] != frame:
+        raise row.error(f"image_width x image_height is {frame[0]:g} x {frame[1]:g}, but line "
+                        f"{frames[dicom][1]} gives {frames[dicom][0][0]:g} x {frames[dicom][0][1]:g} "
+                        f"for the same image")
+    frames.setdefault(dicom, (frame, row.line))
+    return category, text, (x, y, w, h), frame
+
+
 class MimicCXR(RealDataset):
     """MIMIC-CXR-JPG 2.x + MS-CXR, read in place (see the module docstring and docs/datasets.md).
 
@@ -191,60 +216,54 @@ class MimicCXR(RealDataset):
         split_table = Table(self._read(split_path), ("dicom_id", "split"))
         mimic_split = {row.text("dicom_id"): row.choice("split", ("train", "validate", "test"))
                        for row in split_table.rows()}
+        phrases = self._ms_cxr_phrases(images, metadata.path.name, mimic_split, split_table.path.name)
+        per_image: dict[str, int] = {}
+        for phrase in phrases:  # order of first appearance in the file
+            k = per_image.get(phrase.dicom, 0)
+            per_image[phrase.dicom] = k + 1
+            phrase.id = f"ms-cxr-{phrase.dicom}-{k}"
+        self._index_cache = _Index(metadata, images, mimic_split, phrases)
+        return self._index_cache
 
-        ms_path = self._read(self.ms_cxr_path())
-        ms = Table(ms_path, _MS_COLUMNS, "MS-CXR boxes")
+    def _ms_cxr_phrases(self, images: dict[str, _Image], metadata_name: str, mimic_split: dict[str, str],
+                        split_name: str) -> list[_Phrase]:
+        """The MS-CXR table's phrases, one per (image, class, text) with all its boxes, in order of first
+        appearance; each row checked against the image metadata and its image's other rows."""
+        ms = Table(self._read(self.ms_cxr_path()), _MS_COLUMNS, "MS-CXR boxes")
         has_split = "split" in ms.index
         groups: dict[tuple[str, str, str], _Phrase] = {}
         frames: dict[str, tuple[tuple[float, float], int]] = {}
         for row in ms.rows():
             dicom = row.text("dicom_id")
             if dicom not in images:
-                raise row.error(f"dicom_id {dicom!r} is not in {metadata.path.name}")
-            category = row.text("category_name")
-            if category not in FINDING_CLASSES:
-                raise row.error(f"column 'category_name' is {category!r}, not one of the MS-CXR classes "
-                                f"{list(FINDING_CLASSES)}")
-            text = row.text("label_text")
-            x, y = row.float("x"), row.float("y")
-            w, h = row.float("w"), row.float("h")
-            frame = (row.positive("image_width"), row.positive("image_height"))
-            assert x is not None and y is not None and w is not None and h is not None
-            problem = box_problem(x, y, w, h, *frame)
-            if problem:
-                raise row.error(problem)
-            if dicom in frames and frames[dicom][0] != frame:
-                raise row.error(f"image_width x image_height is {frame[0]:g} x {frame[1]:g}, but line "
-                                f"{frames[dicom][1]} gives {frames[dicom][0][0]:g} x {frames[dicom][0][1]:g} "
-                                f"for the same image")
-            frames.setdefault(dicom, (frame, row.line))
-            if self.ms_cxr_split == "test":
-                split = "test"
-            elif has_split:
-                raw = row["split"]
-                if raw not in _MS_SPLITS:
-                    raise row.error(f"column 'split' is {raw!r}, but it must be one of "
-                                    f"['train', 'val', 'test']")
-                split = _MS_SPLITS[raw]
-            elif dicom in mimic_split:
-                split = mimic_split[dicom]
-            else:
-                raise row.error(f"dicom_id {dicom!r} has no row in {split_table.path.name} (and this "
-                                f"MS-CXR table has no split column)")
+                raise row.error(f"dicom_id {dicom!r} is not in {metadata_name}")
+            category, text, box, frame = _ms_cxr_box(row, frames)
+            split = self._ms_cxr_split(row, dicom, has_split, mimic_split, split_name)
             key = (dicom, category, text)
             if key not in groups:
                 groups[key] = _Phrase(dicom, category, text, split, frame, row)
             elif groups[key].split != split:
                 raise row.error(f"split {split!r} differs from line {groups[key].row.line}'s "
                                 f"{groups[key].split!r} for the same phrase")
-            groups[key].boxes.append((x, y, w, h))
-        per_image: dict[str, int] = {}
-        for phrase in groups.values():  # insertion order: order of first appearance in the file
-            k = per_image.get(phrase.dicom, 0)
-            per_image[phrase.dicom] = k + 1
-            phrase.id = f"ms-cxr-{phrase.dicom}-{k}"
-        self._index_cache = _Index(metadata, images, mimic_split, list(groups.values()))
-        return self._index_cache
+            groups[key].boxes.append(box)
+        return list(groups.values())
+
+    def _ms_cxr_split(self, row: Row, dicom: str, has_split: bool, mimic_split: dict[str, str],
+                      split_name: str) -> str:
+        """The benchmark split of an MS-CXR row: ``test`` (``ms_cxr_split="test"``), else the table's
+        split column, else MIMIC-CXR's split of the image."""
+        if self.ms_cxr_split == "test":
+            return "test"
+        if has_split:
+            raw = row["split"]
+            if raw not in _MS_SPLITS:
+                raise row.error(f"column 'split' is {raw!r}, but it must be one of "
+                                f"['train', 'val', 'test']")
+            return _MS_SPLITS[raw]
+        if dicom in mimic_split:
+            return mimic_split[dicom]
+        raise row.error(f"dicom_id {dicom!r} has no row in {split_name} (and this "
+                        f"MS-CXR table has no split column)")
 
     def _chexpert(self) -> dict[tuple[str, str], frozenset[str]]:
         """Positive labels among the eight classes (and No Finding) per (subject_id, study_id)."""

@@ -25,13 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from cxrbench.data.adapters import (
-    BOX_OTHER_CLASS,
-    FINDING_OTHER_CLASS,
-    RealDataset,
-    label_findings,
-    label_report,
-)
+from cxrbench.data.adapters import FINDING_OTHER_CLASS, RealDataset, label_findings, label_report
 from cxrbench.data.adapters._images import ImageRef, LazySample, box_problem, relpath
 from cxrbench.data.adapters._tables import Table, find_table, read_lines
 from cxrbench.data.schema import Sample
@@ -138,11 +132,7 @@ class ChestXray14(RealDataset):
             problem = box_problem(x, y, w, h, *BOX_FRAME)  # type: ignore[arg-type]
             if problem:
                 raise row.error(problem)
-            mapped = BOX_LABELS[label]
-            if mapped is not None:
-                out.setdefault(image, {}).setdefault(mapped, []).append((x, y, w, h))
-            else:
-                self.skipped[BOX_OTHER_CLASS] += 1
+            self._add_box(out.setdefault(image, {}), BOX_LABELS, label, (x, y, w, h))
         return out
 
     def _splits(self) -> dict[str, str]:

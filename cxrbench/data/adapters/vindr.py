@@ -35,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from cxrbench.data.adapters import BOX_OTHER_CLASS, RealDataset, label_findings, label_report
+from cxrbench.data.adapters import RealDataset, label_findings, label_report
 from cxrbench.data.adapters._images import (
     ImageRef, LazySample, box_problem, image_dims, relpath,
 )
@@ -172,11 +172,7 @@ class VinDrCXR(RealDataset):
             if not (x1 > x0 and y1 > y0):
                 raise row.error(f"the box [x_min={x0:g}, y_min={y0:g}, x_max={x1:g}, y_max={y1:g}] has a "
                                 f"width or height that is not positive")
-            mapped = VINDR_CLASSES[name]
-            if mapped is not None:
-                image.boxes.setdefault(mapped, []).append((x0, y0, x1 - x0, y1 - y0, row.line))
-            else:
-                self.skipped[BOX_OTHER_CLASS] += 1
+            self._add_box(image.boxes, VINDR_CLASSES, name, (x0, y0, x1 - x0, y1 - y0, row.line))
 
     def _read_image_labels(self, path: Path, images: dict[str, _Image]) -> None:
         table = Table(self._read(path), ("image_id", "Pneumonia"), "VinDr-CXR image labels")
