@@ -41,10 +41,14 @@ _DATA_CACHE: dict[str, TrackData] = {}
 
 
 def load_track_data(track: Track, registry: Registry) -> TrackData:
-    """The track's train and test samples (built once per process); prints what the dataset left out."""
-    key = json.dumps([track.dataset.name, track.dataset.params], sort_keys=True)
+    """The track's train and test samples (built once per process); prints what the dataset left out.
+
+    The dataset gets ``track.dataset_arguments()``: its params, and the root named by the track's
+    ``data_root_env`` variable when that is set."""
+    arguments = track.dataset_arguments()
+    key = json.dumps([track.dataset.name, arguments], sort_keys=True)
     if key not in _DATA_CACHE:
-        dataset = registry.dataset(track.dataset.name).factory(**track.dataset.params)
+        dataset = registry.dataset(track.dataset.name).factory(**arguments)
         train, test = dataset.split("train"), dataset.split("test")
         fingerprint = dataset.fingerprint()  # builds every split: the left-out counts are complete after it
         data = TrackData(track.dataset.name, dict(track.dataset.params), fingerprint, train, test,

@@ -59,3 +59,33 @@ def test_a_track_reads_its_data_root_from_the_variable_it_names(monkeypatch, tmp
     monkeypatch.setenv("CXRBENCH_OTHER_MIMIC_COPY", str(tmp_path / "copy"))
     assert renamed.dataset_arguments()["root"] == str(tmp_path / "copy")
     assert smoke.data_root_env is None and smoke.dataset_arguments() == smoke.dataset.params
+
+
+def test_a_run_s_data_comes_from_the_root_the_track_s_variable_names(monkeypatch, tmp_path):
+    """load_track_data builds the dataset with dataset_arguments(): the folder of data_root_env as root."""
+    import types
+
+    from cxrbench.data.synthcxr import SynthCXR
+    from cxrbench.hookspecs import hookimpl
+    from cxrbench.plan import load_track_data
+    from cxrbench.registry import build_registry
+
+    seen: list[dict] = []
+
+    def factory(**params):
+        seen.append(params)
+        return SynthCXR(**{k: v for k, v in params.items() if k != "root"})
+
+    @hookimpl
+    def cxrbench_register_datasets(register):
+        register("root-recording", factory)
+
+    registry = build_registry(extra_plugins=(("root-recording", types.SimpleNamespace(
+        cxrbench_register_datasets=cxrbench_register_datasets, __name__="tests.root_recording")),))
+    smoke = get_track("smoke")
+    track = dataclasses.replace(smoke, dataset=dataclasses.replace(smoke.dataset, name="root-recording"),
+                                data_root_env="CXRBENCH_TEST_DATA_ROOT")
+    monkeypatch.setenv("CXRBENCH_TEST_DATA_ROOT", str(tmp_path))
+    data = load_track_data(track, registry)
+    assert seen == [{**smoke.dataset.params, "root": str(tmp_path)}]
+    assert len(data.test) == smoke.dataset.params["n_test"]
