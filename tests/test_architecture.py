@@ -189,3 +189,33 @@ def test_an_import_from_a_higher_layer_is_named(tmp_path: Path) -> None:
                                         "cli.py": "from cxrbench.errors import E\n"})
     problems = upward_imports(import_edges(modules), modules)
     assert len(problems) == 1 and "cxrbench.errors (foundation) imports cxrbench.cli (commands)" in problems[0]
+
+
+#: The longest a function of cxrbench/ or plugins/ may be, from its ``def`` line to its last line.
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(paths: list[Path], limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``file:line name (n lines)`` of every function in ``paths`` longer than ``limit`` lines."""
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    found.append(f"{path}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_of_the_core_or_the_plugins_is_over_60_lines() -> None:
+    root = Path(__file__).resolve().parent.parent
+    paths = sorted((root / "cxrbench").rglob("*.py")) + sorted((root / "plugins").glob("*/*.py"))
+    assert len(paths) > 50
+    problems = long_functions(paths)
+    assert not problems, "functions over 60 lines:\n  " + "\n  ".join(problems)
+
+
+def test_a_long_function_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text("def short():\n    pass\n\n\ndef long():\n" + "    x = 1\n" * 60)
+    assert long_functions([path]) == [f"{path}:5 long (61 lines)"]
