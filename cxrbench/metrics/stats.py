@@ -11,6 +11,7 @@ deterministic for a given seed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -55,17 +56,34 @@ def _apply(statistic: Statistic, resamples: np.ndarray) -> np.ndarray:
 
 
 def _bootstrap_distribution(
-    values: np.ndarray, n_boot: int, rng: np.random.Generator, statistic: Statistic
+    values: np.ndarray, n_boot: int, rng: np.random.Generator | int, statistic: Statistic
 ) -> np.ndarray:
-    """``n_boot`` statistics of resamples (with replacement, same size) of ``values``."""
+    """``n_boot`` statistics of resamples (with replacement, same size) of ``values``.
+
+    ``rng`` is a generator, or an int seed for a fresh ``default_rng(seed)``; with a seed and one block of
+    resamples the indices are those :func:`_fresh_indices` keeps, drawn once for every metric of that size.
+    """
     n = values.size
     block = max(1, _BLOCK_ENTRIES // n)
+    if not isinstance(rng, np.random.Generator):
+        if n_boot <= block:
+            return _apply(statistic, values[_fresh_indices(int(rng), n, n_boot)])
+        rng = np.random.default_rng(rng)
     out = np.empty(n_boot, dtype=np.float64)
     for start in range(0, n_boot, block):
         stop = min(n_boot, start + block)
         indices = rng.integers(0, n, size=(stop - start, n))
         out[start:stop] = _apply(statistic, values[indices])
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _fresh_indices(seed: int, n: int, n_boot: int) -> np.ndarray:
+    """The first ``(n_boot, n)`` resample indices of ``default_rng(seed)``, read-only and kept: a result
+    bootstraps dozens of metrics over the same number of queries with the same seed, so they share them."""
+    indices = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    indices.flags.writeable = False
+    return indices
 
 
 def _interval(distribution: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -94,7 +112,7 @@ def bootstrap_ci(
     value = float(statistic(finite))
     if finite.size == 1:
         return value, value, value
-    distribution = _bootstrap_distribution(finite, n_boot, np.random.default_rng(seed), statistic)
+    distribution = _bootstrap_distribution(finite, n_boot, seed, statistic)
     low, high = _interval(distribution, alpha)
     return value, low, high
 
