@@ -48,8 +48,7 @@ class Metric:
     """One registered metric (or a family of outputs computed together, as the built-in localization).
 
     ``outputs`` maps each output name to its direction (True: higher is better); without it the metric has
-    one output, ``name``, in the direction ``higher_is_better``. ``version`` is the definition's version
-    (raise it when a change alters the numbers).
+    one output, ``name``, in the direction ``higher_is_better``.
     """
 
     name: str
@@ -59,7 +58,6 @@ class Metric:
     description: str = ""
     reference: str = ""
     outputs: Mapping[str, bool] = field(default_factory=dict)
-    version: int = 1
     #: A description of each output, where they differ (``description`` otherwise).
     output_descriptions: Mapping[str, str] = field(default_factory=dict)
 
@@ -86,6 +84,4 @@ class Metric:
                 problems.append(f"output names must match {METRIC_NAME_PATTERN.pattern}, but got {output!r}")
             if not isinstance(higher, bool):
                 problems.append(f"output {output!r}: its direction must be True or False, but got {higher!r}")
-        if not isinstance(self.version, int) or self.version < 1:
-            problems.append(f"version must be a positive integer, but got {self.version!r}")
         return problems

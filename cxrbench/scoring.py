@@ -21,9 +21,9 @@ import numpy as np
 from cxrbench.data.schema import Sample
 from cxrbench.errors import AssetUnavailable, PluginError, ProtocolError
 from cxrbench.metric import FEATURES, MAPS, SAMPLES
+from cxrbench.metrics.stats import N_BOOTSTRAP
 from cxrbench.model import TOKEN_GROUPS, LocalizationQuery
 
-N_BOOTSTRAP = 1000
 #: Resamples of the interval the core gives a third-party metric that returns a bare number (each resample
 #: calls the metric again, so fewer than ``N_BOOTSTRAP``).
 N_SET_BOOTSTRAP = 200
@@ -169,9 +169,9 @@ def score_localization(
         scores.per_sample.append(line)
         records.append({"label": query.label, **metric_values})
     aggregate_localization(scores, records, groups_seen, seed, registry)
-    for name, message in failures.items():
-        scores.metrics[name]["note"] = f"not computed on some maps ({message})"
     note_boxes_without_pixel(scores, widened, len(queries))
+    for name, message in failures.items():  # after the box note, which would replace it
+        scores.metrics[name]["note"] = f"not computed on some maps ({message})"
     score_sample_metrics(scores, scores.per_sample, seed, registry)
 
 

@@ -26,12 +26,10 @@ from cxrbench.metrics.fidelity import FIDELITY_METRICS, fid_from_features, kid_f
 from cxrbench.metrics.localization import LOCALIZATION_METRICS, box_pixels, localization_scores
 from cxrbench.metrics.manifold import precision_recall_from_features
 from cxrbench.metrics.seed_pipeline import seed_gmm_scores
-from cxrbench.metrics.stats import bootstrap_ci
+from cxrbench.metrics.stats import N_BOOTSTRAP, bootstrap_ci
 
-__all__ = ["BUILT_IN_METRICS", "N_BOOTSTRAP", "PRECISION_RECALL_K", "SEED_VARIANTS"]
+__all__ = ["BUILT_IN_METRICS", "PRECISION_RECALL_K", "SEED_VARIANTS"]
 
-#: Resamples of the built-in bootstrap intervals.
-N_BOOTSTRAP = 1000
 #: Neighbourhood size of the precision/recall manifolds (Kynkaanniemi et al. 2019).
 PRECISION_RECALL_K = 3
 #: The seed pipeline's outputs: cxrbench's name of each, and the seed code's.
@@ -105,7 +103,7 @@ BUILT_IN_METRICS: tuple[Metric, ...] = (
            }),
     Metric("fid", FEATURES, _fid, outputs={"fid": _direction("fid")},
            description="Frechet distance of real vs generated features", reference="Heusel et al., NeurIPS 2017"),
-    Metric("kid", FEATURES, _kid, outputs={"kid": _direction("kid")}, version=2,
+    Metric("kid", FEATURES, _kid, outputs={"kid": _direction("kid")},
            description="Unbiased polynomial-kernel MMD^2 over subsets", reference="Binkowski et al., ICLR 2018"),
     Metric("precision_recall", FEATURES, _precision_recall,
            outputs={"precision": _direction("precision"), "recall": _direction("recall")},

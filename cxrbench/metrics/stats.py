@@ -23,6 +23,8 @@ __all__ = ["aggregate_by_class", "bootstrap_ci", "bootstrap_summary", "paired_di
 
 Statistic = Callable[..., Any]
 
+#: Resamples of every bootstrap interval of a result.
+N_BOOTSTRAP = 1000
 #: Upper bound on the number of entries of one block of resampled values (memory, not results).
 _BLOCK_ENTRIES = 4_000_000
 
